@@ -1,0 +1,262 @@
+"""The one catalogue of pitrdrill error codes.
+
+Every refusal or failure carries a stable code from here, a message saying what was wrong, and a
+hint saying what to do. Codes are API: tooling matches on them, so never rename one.
+`kind` separates bad input (refused before anything exists, CLI exit 2) from failures while
+running (CLI exit 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+ErrorKind = Literal["input", "runtime"]
+
+
+class ErrorCode(StrEnum):
+    SPEC_INVALID = "SPEC_INVALID"
+    TARGET_MISSING = "TARGET_MISSING"
+    TARGET_CONFLICT = "TARGET_CONFLICT"
+    TARGET_UNPARSEABLE = "TARGET_UNPARSEABLE"
+    TARGET_UNKNOWN_TIMEZONE = "TARGET_UNKNOWN_TIMEZONE"
+    TARGET_NAIVE_TIME = "TARGET_NAIVE_TIME"
+    TARGET_NONEXISTENT_LOCAL_TIME = "TARGET_NONEXISTENT_LOCAL_TIME"
+    TARGET_AMBIGUOUS_LOCAL_TIME = "TARGET_AMBIGUOUS_LOCAL_TIME"
+    TARGET_LEAP_SECOND = "TARGET_LEAP_SECOND"
+    TARGET_PRECISION = "TARGET_PRECISION"
+    TARGET_IN_FUTURE = "TARGET_IN_FUTURE"
+    LSN_INVALID = "LSN_INVALID"
+    XID_INVALID = "XID_INVALID"
+    RESTORE_POINT_NAME_INVALID = "RESTORE_POINT_NAME_INVALID"
+    TIMELINE_INVALID = "TIMELINE_INVALID"
+    NO_BASE_BACKUP = "NO_BASE_BACKUP"
+    BACKUP_METADATA_UNREADABLE = "BACKUP_METADATA_UNREADABLE"
+    TARGET_BEFORE_EARLIEST_BACKUP = "TARGET_BEFORE_EARLIEST_BACKUP"
+    UNKNOWN_RESTORE_POINT = "UNKNOWN_RESTORE_POINT"
+    UNKNOWN_XID = "UNKNOWN_XID"
+    XID_ABORTED = "XID_ABORTED"
+    WAL_CORRUPT = "WAL_CORRUPT"
+    SANDBOX_FAILED = "SANDBOX_FAILED"
+    RESTORE_FAILED = "RESTORE_FAILED"
+    RECOVERY_FAILED = "RECOVERY_FAILED"
+    RECOVERY_TARGET_NOT_REACHED = "RECOVERY_TARGET_NOT_REACHED"
+    PREDICTION_MISMATCH = "PREDICTION_MISMATCH"
+    CHECK_FAILED = "CHECK_FAILED"
+    CHECK_ERROR = "CHECK_ERROR"
+    TEMPORAL_UNAVAILABLE = "TEMPORAL_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    kind: ErrorKind
+    meaning: str
+    hint: str
+
+
+CATALOGUE: dict[ErrorCode, ErrorInfo] = {
+    ErrorCode.SPEC_INVALID: ErrorInfo(
+        "input",
+        "The drill spec does not match the schema (missing field, wrong type, unknown key).",
+        "Fix the field named in the message; `docs/spec.md` shows a complete example.",
+    ),
+    ErrorCode.TARGET_MISSING: ErrorInfo(
+        "input",
+        "No recovery target was given.",
+        "Give exactly one of time, lsn, xid, name, immediate or latest.",
+    ),
+    ErrorCode.TARGET_CONFLICT: ErrorInfo(
+        "input",
+        "More than one recovery target mode was given.",
+        "Keep exactly one of time, lsn, xid, name, immediate or latest.",
+    ),
+    ErrorCode.TARGET_UNPARSEABLE: ErrorInfo(
+        "input",
+        "The target time is not a date and time pitrdrill can read.",
+        "Write it as ISO 8601 with a zone, e.g. '2024-01-15 14:30:00.123 America/New_York' "
+        "or '2024-01-15T19:30:00Z'.",
+    ),
+    ErrorCode.TARGET_UNKNOWN_TIMEZONE: ErrorInfo(
+        "input",
+        "The time zone name is not in the IANA time zone database.",
+        "Use an IANA name such as America/New_York, an offset such as -05:00, or UTC.",
+    ),
+    ErrorCode.TARGET_NAIVE_TIME: ErrorInfo(
+        "input",
+        "The target time has no zone or offset; PostgreSQL would read it in the recovered "
+        "server's TimeZone, which may not be yours.",
+        "Append a zone or offset (e.g. 'America/New_York', '-05:00', 'Z'), or set "
+        "assume_timezone explicitly.",
+    ),
+    ErrorCode.TARGET_NONEXISTENT_LOCAL_TIME: ErrorInfo(
+        "input",
+        "The local time falls in a daylight-saving gap (clocks sprang forward) and never "
+        "happened in that zone.",
+        "Pick one of the instants named in the message, or give an explicit UTC offset.",
+    ),
+    ErrorCode.TARGET_AMBIGUOUS_LOCAL_TIME: ErrorInfo(
+        "input",
+        "The local time happened twice (clocks fell back), so it names two instants.",
+        "Give an explicit offset (e.g. -04:00 or -05:00) or fold: earlier | later.",
+    ),
+    ErrorCode.TARGET_LEAP_SECOND: ErrorInfo(
+        "input",
+        "The time names a leap second (:60); PostgreSQL commit timestamps never carry one.",
+        "Use one of the neighbouring instants named in the message.",
+    ),
+    ErrorCode.TARGET_PRECISION: ErrorInfo(
+        "input",
+        "The time has more precision than a microsecond; PostgreSQL timestamps stop there.",
+        "Round to microseconds, deciding yourself which way keeps the data you need.",
+    ),
+    ErrorCode.TARGET_IN_FUTURE: ErrorInfo(
+        "input",
+        "The target time is later than now (beyond the clock-skew tolerance): recovery would "
+        "replay all WAL and never stop at it.",
+        "Check the zone of the time you typed; use latest if you mean the end of the archive.",
+    ),
+    ErrorCode.LSN_INVALID: ErrorInfo(
+        "input",
+        "The LSN is not in PostgreSQL's X/X hexadecimal form.",
+        "Write it as pg_waldump and pg_current_wal_lsn() print it, e.g. 0/3000148.",
+    ),
+    ErrorCode.XID_INVALID: ErrorInfo(
+        "input",
+        "The transaction id is not a valid 32-bit xid or epoch-qualified 64-bit xid.",
+        "Give a normal xid (3 and up) as pg_waldump prints it after 'tx:'.",
+    ),
+    ErrorCode.RESTORE_POINT_NAME_INVALID: ErrorInfo(
+        "input",
+        "The restore point name is empty or longer than PostgreSQL allows (63 bytes).",
+        "Use the exact name given to pg_create_restore_point().",
+    ),
+    ErrorCode.TIMELINE_INVALID: ErrorInfo(
+        "input",
+        "The timeline is not 'current', 'latest' or a positive number.",
+        "Use current, latest, or the timeline id from the .history files (1, 2, ...).",
+    ),
+    ErrorCode.NO_BASE_BACKUP: ErrorInfo(
+        "input",
+        "The backup source holds no base backup that finished before the target.",
+        "Check the source path, or move the target later than the oldest backup's end.",
+    ),
+    ErrorCode.BACKUP_METADATA_UNREADABLE: ErrorInfo(
+        "input",
+        "A base backup's backup_label or backup_manifest is missing or cannot be read.",
+        "Check the backup directory named in the message; take a new base backup if it is "
+        "damaged.",
+    ),
+    ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP: ErrorInfo(
+        "input",
+        "The target lies before the end of the oldest base backup; no backup can reach it.",
+        "Choose a target after the oldest backup's consistency point (see the message).",
+    ),
+    ErrorCode.UNKNOWN_RESTORE_POINT: ErrorInfo(
+        "input",
+        "No restore point with that name is in the archived WAL after the base backup.",
+        "List restore points with `pitrdrill investigate`; names are case-sensitive.",
+    ),
+    ErrorCode.UNKNOWN_XID: ErrorInfo(
+        "input",
+        "The transaction id never commits or aborts in the archived WAL after the base backup.",
+        "Check the xid with `pitrdrill investigate`; it may predate the backup.",
+    ),
+    ErrorCode.XID_ABORTED: ErrorInfo(
+        "input",
+        "The transaction id aborted, so recovery would never stop at it.",
+        "Target a committed transaction, or use a time or LSN target.",
+    ),
+    ErrorCode.WAL_CORRUPT: ErrorInfo(
+        "runtime",
+        "pg_waldump cannot read an archived WAL segment.",
+        "Restore the named segment from another copy of the archive, or target a point "
+        "before it.",
+    ),
+    ErrorCode.SANDBOX_FAILED: ErrorInfo(
+        "runtime",
+        "The isolated sandbox could not be created.",
+        "Check disk space and permissions under the sandbox root named in the message.",
+    ),
+    ErrorCode.RESTORE_FAILED: ErrorInfo(
+        "runtime",
+        "Copying the base backup into the sandbox failed.",
+        "Check the backup directory is readable and the sandbox disk has room.",
+    ),
+    ErrorCode.RECOVERY_FAILED: ErrorInfo(
+        "runtime",
+        "The sandbox PostgreSQL stopped during recovery.",
+        "Read the server log excerpt in the message; the sandbox log is kept in the report.",
+    ),
+    ErrorCode.RECOVERY_TARGET_NOT_REACHED: ErrorInfo(
+        "runtime",
+        "Recovery consumed all archived WAL without reaching the target.",
+        "The archive ends before the target: choose an earlier target or check archiving.",
+    ),
+    ErrorCode.PREDICTION_MISMATCH: ErrorInfo(
+        "runtime",
+        "PostgreSQL stopped at a different point than pitrdrill predicted from the WAL.",
+        "Do not trust this recovery point; report the drill id with both LSNs.",
+    ),
+    ErrorCode.CHECK_FAILED: ErrorInfo(
+        "runtime",
+        "A smoke check returned a value other than expected.",
+        "Compare observed and expected in the report; the target may be wrong.",
+    ),
+    ErrorCode.CHECK_ERROR: ErrorInfo(
+        "runtime",
+        "A smoke check's SQL raised an error in the recovered database.",
+        "Fix the check's SQL; it runs read-only against the recovered data.",
+    ),
+    ErrorCode.TEMPORAL_UNAVAILABLE: ErrorInfo(
+        "runtime",
+        "The Temporal server could not be reached.",
+        "Check TEMPORAL_ADDRESS, or run with --embedded for a one-off local run.",
+    ),
+}
+
+
+class DrillError(Exception):
+    """A domain failure with a stable code. The hint defaults to the catalogue's."""
+
+    def __init__(self, code: ErrorCode, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint or CATALOGUE[code].hint
+
+    @property
+    def kind(self) -> ErrorKind:
+        return CATALOGUE[self.code].kind
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def kind_of(code: str) -> ErrorKind:
+    """Kind for a code that may come back as a plain string across Temporal."""
+    try:
+        return CATALOGUE[ErrorCode(code)].kind
+    except ValueError:
+        return "runtime"
+
+
+def render_markdown() -> str:
+    """The catalogue as the table in docs/errors.md (kept in sync by a unit test)."""
+    lines = [
+        "# Error codes",
+        "",
+        "Generated from `domain/errors.py` (`python -m domain.errors > docs/errors.md`).",
+        "`input` errors are refused before anything is created (CLI exit 2); `runtime` errors",
+        "happen while a drill runs (CLI exit 1).",
+        "",
+        "| code | kind | meaning | what to do |",
+        "| --- | --- | --- | --- |",
+    ]
+    for code, info in CATALOGUE.items():
+        lines.append(f"| `{code}` | {info.kind} | {info.meaning} | {info.hint} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
