@@ -1,0 +1,71 @@
+"""The filesystem backup catalog: pg_basebackup directories beside a WAL archive. Read-only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from temporalio import activity
+
+from activities.boundary import domain_errors
+from activities.contracts import BackupCatalog, CatalogRequest
+from domain.catalog import BaseBackup, describe_backup, parse_label_fields
+from domain.errors import DrillError, ErrorCode
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _tree_size(path: Path) -> int:
+    return sum(
+        os.lstat(os.path.join(root, name)).st_size
+        for root, _, files in os.walk(path)
+        for name in files
+    )
+
+
+def _history_files(wal_archive: Path) -> dict[str, str]:
+    """Backup history files (*.backup) by their START WAL LOCATION line, as backup_label has it."""
+    found = {}
+    for path in wal_archive.glob("*.backup"):
+        text = path.read_text()
+        if start := parse_label_fields(text).get("START WAL LOCATION"):
+            found[start] = text
+    return found
+
+
+class FilesystemCatalog:
+    @staticmethod
+    def read(source_backups: Path, wal_archive: Path) -> list[BaseBackup]:
+        if not source_backups.is_dir():
+            raise DrillError(ErrorCode.NO_BASE_BACKUP, f"{source_backups} is not a directory")
+        if not wal_archive.is_dir():
+            raise DrillError(
+                ErrorCode.SPEC_INVALID, f"WAL archive {wal_archive} is not a directory"
+            )
+        histories = _history_files(wal_archive)
+        backups = []
+        for path in sorted(p for p in source_backups.iterdir() if p.is_dir()):
+            label = _read(path / "backup_label")
+            if label is None:
+                raise DrillError(
+                    ErrorCode.BACKUP_METADATA_UNREADABLE, f"{path} has no backup_label"
+                )
+            start = parse_label_fields(label).get("START WAL LOCATION", "")
+            backups.append(describe_backup(
+                path.name, str(path), label, _read(path / "backup_manifest"),
+                histories.get(start), _tree_size(path),
+            ))
+        return backups
+
+    @activity.defn(name="list_base_backups")
+    @domain_errors
+    def list_base_backups(self, request: CatalogRequest) -> BackupCatalog:
+        source = request.source
+        return BackupCatalog(
+            backups=self.read(Path(source.base_backups), Path(source.wal_archive))
+        )

@@ -1,0 +1,144 @@
+"""Replay: start the sandbox server in recovery and wait, with backoff and heartbeats, until it
+has reached the target (paused, promoted, or shut down and re-opened paused for inspection).
+
+Idempotent: a retry that finds the server already running keeps polling it instead of
+starting a second one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import psycopg
+from temporalio import activity
+
+from activities.boundary import domain_errors
+from activities.contracts import ReplayProgress, ReplayRequest, ReplayResult
+from activities.pg_runtime import PostgresRuntime
+from activities.pg_server import PostgresServer
+from activities.sandbox import server_of
+from domain.errors import DrillError, ErrorCode
+from domain.report import Recovered
+from domain.sandbox import server_settings
+from domain.targets import render_settings
+
+_STOP_LINE = re.compile(r"^.*(recovery stopping .*)$", re.MULTILINE)
+_STARTUP_GRACE_S = 30.0
+_NOT_REACHED = "recovery ended before configured recovery target was reached"
+_STATE_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END,
+       pg_last_wal_replay_lsn()::text,
+       pg_last_xact_replay_timestamp()
+"""
+
+
+def _progress_from_heartbeat() -> ReplayProgress:
+    details = activity.info().heartbeat_details
+    return ReplayProgress.model_validate(details[0]) if details else ReplayProgress()
+
+
+def _stop_reason(log: str) -> str | None:
+    found = _STOP_LINE.findall(log)
+    return found[-1].strip() if found else None
+
+
+def _read_state(server: PostgresServer, user: str) -> tuple | None:
+    """Recovery state, or None while the server does not accept connections yet."""
+    try:
+        with server.connect(user=user) as conn:
+            return conn.execute(_STATE_SQL).fetchone()
+    except psycopg.OperationalError:
+        return None
+
+
+def _awaited_action(request: ReplayRequest, progress: ReplayProgress) -> str:
+    if request.target.mode == "latest":
+        return "promote"  # no target: PostgreSQL ends recovery at the end of the archive
+    return "pause" if progress.restarted_paused else request.target.action
+
+
+def _reached(action: str, in_recovery: bool, pause_state: str | None) -> bool:
+    if action == "pause":
+        return in_recovery and pause_state == "paused"
+    return not in_recovery
+
+
+class ReplayActivities:
+    def __init__(self, runtime: PostgresRuntime, max_poll_interval_s: float = 2.0) -> None:
+        self._runtime = runtime
+        self._max_poll_interval_s = max_poll_interval_s
+
+    def _start(self, server: PostgresServer, request: ReplayRequest, target) -> None:
+        sandbox = request.sandbox
+        settings = server_settings(
+            sandbox.root, sandbox.socket_dir, sandbox.port, sandbox.drill_id,
+            request.wal_archive, target,
+        )
+        # The exact settings, for whoever reads the sandbox or the report afterwards.
+        Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))
+        server.start(settings, wait=False)
+        deadline = time.monotonic() + _STARTUP_GRACE_S
+        while server.pid() is None:
+            if time.monotonic() > deadline:
+                raise DrillError(
+                    ErrorCode.RECOVERY_FAILED,
+                    f"the sandbox server did not start; server log: {server.log_tail(1200)}",
+                )
+            time.sleep(0.02)
+
+    def _reopen_or_fail(self, server: PostgresServer, request: ReplayRequest,
+                        progress: ReplayProgress) -> None:
+        """The server stopped: it shut down at the target as asked (re-open it paused at the
+        same point, to verify), or recovery failed."""
+        log = server.log_tail(20000)
+        if request.target.action == "shutdown" and not progress.restarted_paused \
+                and _stop_reason(log):
+            self._start(server, request, request.target.model_copy(update={"action": "pause"}))
+            progress.restarted_paused = True
+            return
+        if _NOT_REACHED in log:
+            raise DrillError(
+                ErrorCode.RECOVERY_TARGET_NOT_REACHED,
+                f"the archive ends before {request.target.describe()}; "
+                f"server log: {log[-600:]}",
+            )
+        raise DrillError(
+            ErrorCode.RECOVERY_FAILED,
+            f"the sandbox server stopped during recovery; server log: {log[-1200:]}",
+        )
+
+    @activity.defn(name="replay_to_target")
+    @domain_errors
+    def replay_to_target(self, request: ReplayRequest) -> ReplayResult:
+        server = server_of(request.sandbox, self._runtime)
+        progress = _progress_from_heartbeat()
+        started = time.perf_counter()
+        if server.pid() is None and not progress.started:
+            self._start(server, request, request.target)
+            progress.started = True
+            activity.heartbeat(progress)
+        interval = 0.05
+        while True:
+            if server.pid() is None:
+                self._reopen_or_fail(server, request, progress)
+            state = _read_state(server, request.db_user)
+            if state is not None:
+                in_recovery, pause_state, lsn, last_commit = state
+                progress.replay_lsn = lsn
+                if _reached(_awaited_action(request, progress), in_recovery, pause_state):
+                    return ReplayResult(
+                        recovered=Recovered(
+                            replay_lsn=lsn,
+                            last_commit_time=last_commit,
+                            stop_reason=_stop_reason(server.log_tail(20000)),
+                            in_recovery=in_recovery,
+                        ),
+                        seconds=time.perf_counter() - started,
+                    )
+            progress.polls += 1
+            activity.heartbeat(progress)
+            time.sleep(interval)
+            interval = min(interval * 1.5, self._max_poll_interval_s)

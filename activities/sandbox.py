@@ -1,0 +1,80 @@
+"""Sandboxes: one private directory per drill holding the data, socket, log and auth files.
+
+Provision and teardown are idempotent: a retried activity finds its own sandbox by drill id.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from temporalio import activity
+
+from activities.boundary import domain_errors
+from activities.contracts import Sandbox, SandboxRequest, TeardownResult
+from activities.pg_runtime import PostgresRuntime, remove_tree
+from activities.pg_server import PostgresServer, free_port
+from domain.errors import DrillError, ErrorCode
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def server_of(sandbox: Sandbox, runtime: PostgresRuntime) -> PostgresServer:
+    return PostgresServer(
+        runtime=runtime,
+        data_dir=Path(sandbox.data_dir),
+        socket_dir=Path(sandbox.socket_dir),
+        port=sandbox.port,
+        log_file=Path(sandbox.log_file),
+    )
+
+
+class SandboxActivities:
+    def __init__(self, runtime: PostgresRuntime, root: Path) -> None:
+        self._runtime = runtime
+        self._root = root
+
+    def _dir_for(self, drill_id: str) -> Path:
+        return self._root / _SAFE_ID.sub("_", drill_id)
+
+    @activity.defn(name="provision_sandbox")
+    @domain_errors
+    def provision(self, request: SandboxRequest) -> Sandbox:
+        root = self._dir_for(request.drill_id)
+        record = root / "sandbox.json"
+        if record.exists():  # a retry: the same sandbox, not a second one
+            return Sandbox.model_validate_json(record.read_text())
+        try:
+            self._runtime.make_private_dir(self._root, 0o755)
+            self._runtime.make_private_dir(root, 0o755)
+            sandbox = Sandbox(
+                drill_id=request.drill_id,
+                root=str(root),
+                data_dir=str(self._runtime.make_private_dir(root / "data")),
+                socket_dir=str(self._runtime.make_private_dir(root / "socket")),
+                log_file=str(root / "postgres.log"),
+                port=free_port(),
+            )
+            (root / "pg_hba.conf").write_text("# pitrdrill sandbox: private socket only\n"
+                                              "local all all trust\n")
+            (root / "pg_ident.conf").write_text("")
+            for name in ("pg_hba.conf", "pg_ident.conf"):
+                self._runtime.give(root / name)
+            record.write_text(sandbox.model_dump_json(indent=2))
+        except OSError as exc:
+            raise DrillError(ErrorCode.SANDBOX_FAILED, f"cannot create {root}: {exc}") from exc
+        return sandbox
+
+    @activity.defn(name="teardown_sandbox")
+    def teardown(self, sandbox: Sandbox) -> TeardownResult:
+        server = server_of(sandbox, self._runtime)
+        pid = server.pid()
+        # The copy is disposable: no need to wait for a clean shutdown checkpoint.
+        server.stop("immediate")
+        remove_tree(Path(sandbox.root))
+        return TeardownResult(
+            removed=not Path(sandbox.root).exists(),
+            stopped_pid=pid,
+            finished_at=datetime.now(timezone.utc),
+        )

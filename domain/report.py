@@ -1,0 +1,74 @@
+"""The drill report: what was asked, what was recovered, what was proven. Keep these names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from domain.catalog import BaseBackup
+from domain.errors import DrillError
+from domain.targets import ResolvedTarget
+
+DrillStatus = Literal["verified", "failed", "rejected"]
+
+
+class ErrorEntry(BaseModel):
+    code: str
+    message: str
+    hint: str = ""
+
+    @classmethod
+    def from_error(cls, error: DrillError) -> ErrorEntry:
+        return cls(code=error.code, message=error.message, hint=error.hint)
+
+
+class CheckResult(BaseModel):
+    name: str
+    passed: bool
+    observed: Any = None
+    expected: Any = None
+    error: str | None = None
+
+
+class Recovered(BaseModel):
+    """Where PostgreSQL actually stopped, read from the paused sandbox."""
+
+    replay_lsn: str | None = None
+    last_commit_time: datetime | None = None
+    stop_reason: str | None = None  # the server's own "recovery stopping ..." log line
+    in_recovery: bool | None = None
+
+
+class Metrics(BaseModel):
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    target_resolution_seconds: float | None = None
+    bytes_restored: int = 0
+    restore_mb_per_s: float | None = None
+    wal_bytes_replayed: int = 0
+    replay_mb_per_s: float | None = None
+    checks_passed: int = 0
+    checks_total: int = 0
+    validation_pass_rate: float | None = None
+    time_to_verify_seconds: float | None = None
+    # Requested moment minus the last commit kept: how much history the target gives up.
+    data_lost_seconds: float | None = None
+
+
+class DrillReport(BaseModel):
+    drill_id: str
+    status: DrillStatus
+    database: str
+    target: ResolvedTarget | None = None
+    base_backup: BaseBackup | None = None
+    recovered: Recovered | None = None
+    checks: list[CheckResult] = Field(default_factory=list)
+    errors: list[ErrorEntry] = Field(default_factory=list)
+    metrics: Metrics = Field(default_factory=Metrics)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def mb_per_s(size_bytes: int, seconds: float) -> float | None:
+    return round(size_bytes / 1e6 / seconds, 3) if seconds > 0 else None

@@ -1,0 +1,173 @@
+"""`pitrdrill`: the command line. Every command takes --json; exit codes mean something:
+
+0 verified / ok · 1 failed while running · 2 rejected: bad input, nothing was created ·
+3 Temporal unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from domain.errors import DrillError, ErrorCode
+from domain.report import DrillReport, ErrorEntry
+from domain.spec import DrillSpec
+from workers import output, telemetry
+from workers.client import connect, start_embedded
+from workers.worker import WorkerSettings, build_worker
+from workflows.drill import DrillProgress, DrillWorkflow
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
+_EXIT_FOR_STATUS = {"verified": EXIT_OK, "failed": EXIT_FAILED, "rejected": EXIT_REJECTED}
+
+
+class Refusal(Exception):
+    """Ends a command with an error entry and an exit code (no traceback at 3 a.m.)."""
+
+    def __init__(self, status: str, error: ErrorEntry, exit_code: int) -> None:
+        super().__init__(error.message)
+        self.status, self.error, self.exit_code = status, error, exit_code
+
+
+def load_spec(path: str) -> DrillSpec:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return DrillSpec.model_validate(yaml.safe_load(text))
+    except (OSError, yaml.YAMLError) as exc:
+        raise _input_refusal(DrillError(ErrorCode.SPEC_INVALID, f"cannot read {path}: {exc}"))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise _input_refusal(DrillError(ErrorCode.SPEC_INVALID, f"{path}: {problems}"))
+
+
+def _input_refusal(error: DrillError) -> Refusal:
+    return Refusal("rejected", ErrorEntry.from_error(error), EXIT_REJECTED)
+
+
+def new_drill_id(spec: DrillSpec) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"drill-{spec.database}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+async def run_drill(
+    client: Client, spec: DrillSpec, drill_id: str, task_queue: str, show_progress: bool
+) -> DrillReport:
+    """Start (or, with the same id, re-attach to) a drill and wait for its report."""
+    handle = await client.start_workflow(
+        DrillWorkflow.run, spec, id=drill_id, task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    result = asyncio.ensure_future(handle.result())
+    last_stage = None
+    while not result.done():
+        await asyncio.wait([result], timeout=1.0)
+        if show_progress and not result.done():
+            try:
+                progress: DrillProgress = await handle.query(DrillWorkflow.progress)
+            except RPCError:
+                continue
+            if progress.stage != last_stage:
+                last_stage = progress.stage
+                print(f"  … {progress.stage}", file=sys.stderr, flush=True)
+    try:
+        return result.result()
+    except WorkflowFailureError as exc:
+        raise Refusal("failed", ErrorEntry.from_error(
+            DrillError(ErrorCode.RECOVERY_FAILED, f"drill {drill_id} failed: {exc.cause}")
+        ), EXIT_FAILED) from exc
+
+
+async def _drill_run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    drill_id = args.drill_id or new_drill_id(spec)
+    telemetry.bind_drill(drill_id)
+    settings = WorkerSettings.from_env()
+    if args.embedded:
+        async with await start_embedded() as env:
+            if not args.json:
+                print(f"Temporal dev server started; UI at http://localhost:8233 "
+                      f"(drill {drill_id})", file=sys.stderr)
+            async with build_worker(env.client, settings):
+                report = await run_drill(env.client, spec, drill_id, settings.task_queue,
+                                         not args.json)
+    else:
+        client = await _connect()
+        report = await run_drill(client, spec, drill_id, settings.task_queue, not args.json)
+    print(report.model_dump_json(indent=2) if args.json else output.summary(report))
+    return _EXIT_FOR_STATUS[report.status]
+
+
+async def _connect() -> Client:
+    try:
+        return await connect()
+    except RuntimeError as exc:
+        raise Refusal("failed", ErrorEntry.from_error(
+            DrillError(ErrorCode.TEMPORAL_UNAVAILABLE, str(exc))
+        ), EXIT_UNAVAILABLE) from exc
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    settings = WorkerSettings.from_env()
+    client = await _connect()
+    worker = build_worker(client, settings)
+    logging.getLogger("pitrdrill").info(
+        "worker started", extra={"task_queue": settings.task_queue,
+                                 "sandbox_root": str(settings.sandbox_root)}
+    )
+    await worker.run()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitrdrill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run a worker on TEMPORAL_ADDRESS")
+    worker.add_argument("--json", action="store_true", help="(logs are always JSON)")
+    worker.set_defaults(handler=_worker)
+
+    drill = commands.add_parser("drill", help="recovery drills").add_subparsers(
+        dest="drill_command", required=True)
+    run = drill.add_parser("run", help="run a drill from a spec and wait for the report")
+    run.add_argument("spec", help="drill spec, YAML or JSON ('-' for stdin)")
+    run.add_argument("--json", action="store_true", help="print only the report, as JSON")
+    run.add_argument("--embedded", action="store_true",
+                     help="start a Temporal dev server and a worker in-process for this run")
+    run.add_argument("--drill-id", help="workflow id; re-running with it re-attaches")
+    run.set_defaults(handler=_drill_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    telemetry.configure(logging.INFO if args.command == "worker" else logging.WARNING)
+    try:
+        return asyncio.run(args.handler(args))
+    except Refusal as refusal:
+        if getattr(args, "json", False):
+            print(json.dumps({"status": refusal.status,
+                              "errors": [refusal.error.model_dump()]}, indent=2))
+        else:
+            print(output.error_text(refusal.error), file=sys.stderr)
+        return refusal.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

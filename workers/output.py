@@ -1,0 +1,49 @@
+"""Human-readable renderings of reports and errors (the --json forms are the models themselves)."""
+
+from __future__ import annotations
+
+from domain.report import DrillReport, ErrorEntry
+from domain.targets import format_utc
+
+_MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED"}
+
+
+def error_text(error: ErrorEntry) -> str:
+    text = f"error {error.code}: {error.message}"
+    return f"{text}\n  what to do: {error.hint}" if error.hint else text
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def summary(report: DrillReport) -> str:
+    lines = [f"Drill {report.drill_id}: {_MARK[report.status]}"]
+    if report.target:
+        lines.append(f"  target        {report.target.describe()}")
+    if report.base_backup:
+        backup = report.base_backup
+        lines.append(f"  base backup   {backup.id} (WAL {backup.start_lsn} .. {backup.stop_lsn}, "
+                     f"{backup.size_bytes / 1e6:.1f} MB)")
+    if report.recovered:
+        recovered = report.recovered
+        last = format_utc(recovered.last_commit_time) if recovered.last_commit_time else "none"
+        lines.append(f"  recovered to  LSN {recovered.replay_lsn}, last commit {last}")
+        if recovered.stop_reason:
+            lines.append(f"  server said   {recovered.stop_reason}")
+    for check in report.checks:
+        verdict = "pass" if check.passed else "FAIL"
+        lines.append(f"  check [{verdict}] {check.name}: observed {check.observed!r}, "
+                     f"expected {check.expected!r}" + (f" ({check.error})" if check.error else ""))
+    m = report.metrics
+    if m.stage_seconds:
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in m.stage_seconds.items())
+        lines.append(f"  stages        {stages}")
+    if m.bytes_restored:
+        lines.append(f"  restore       {m.bytes_restored / 1e6:.1f} MB at {m.restore_mb_per_s} MB/s;"
+                     f" replay {m.wal_bytes_replayed / 1e6:.1f} MB at {m.replay_mb_per_s} MB/s")
+    if m.time_to_verify_seconds is not None:
+        lines.append(f"  time to verify {_seconds(m.time_to_verify_seconds)}; data given up "
+                     f"before the target {_seconds(m.data_lost_seconds)}")
+    lines.extend("  " + error_text(error).replace("\n", "\n  ") for error in report.errors)
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""The composition root: real adapters wired into activities, registered on one worker."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.catalog import FilesystemCatalog
+from activities.checks import CheckActivities
+from activities.pg_runtime import PostgresRuntime
+from activities.replay import ReplayActivities
+from activities.restore import RestoreActivities
+from activities.sandbox import SandboxActivities
+from activities.targets import TargetActivities
+from workflows.drill import DrillWorkflow
+
+TASK_QUEUE = "pitrdrill"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    task_queue: str = TASK_QUEUE
+    sandbox_root: Path = Path("/var/tmp/pitrdrill/sandboxes")
+    runtime: PostgresRuntime = PostgresRuntime()
+    max_concurrent_activities: int = 16
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        return cls(
+            task_queue=os.environ.get("PITRDRILL_TASK_QUEUE", TASK_QUEUE),
+            sandbox_root=Path(os.environ.get("PITRDRILL_SANDBOX_ROOT", str(cls.sandbox_root))),
+            runtime=PostgresRuntime.from_env(),
+        )
+
+
+def build_worker(client: Client, settings: WorkerSettings) -> Worker:
+    runtime = settings.runtime
+    sandboxes = SandboxActivities(runtime, settings.sandbox_root)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[DrillWorkflow],
+        activities=[
+            TargetActivities().resolve_target,
+            FilesystemCatalog().list_base_backups,
+            sandboxes.provision,
+            sandboxes.teardown,
+            RestoreActivities(runtime).restore_base_backup,
+            ReplayActivities(runtime).replay_to_target,
+            CheckActivities(runtime).run_checks,
+        ],
+        activity_executor=ThreadPoolExecutor(settings.max_concurrent_activities),
+        max_concurrent_activities=settings.max_concurrent_activities,
+    )

@@ -1,0 +1,238 @@
+"""The drill: resolve → choose backup → sandbox → restore → replay → checks → teardown → report.
+
+Deterministic: all I/O is in activities, all rules are pure domain functions. Anything refused
+before the sandbox exists yields `rejected` and creates nothing; once a sandbox exists it is
+torn down whatever happens, cancellation included.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.catalog import FilesystemCatalog
+    from activities.checks import CheckActivities
+    from activities.contracts import (
+        CatalogRequest,
+        ChecksRequest,
+        ReplayRequest,
+        ResolveTargetRequest,
+        RestoreRequest,
+        Sandbox,
+        SandboxRequest,
+    )
+    from activities.replay import ReplayActivities
+    from activities.restore import RestoreActivities
+    from activities.sandbox import SandboxActivities
+    from activities.targets import TargetActivities
+    from domain.catalog import choose_base_backup
+    from domain.errors import CATALOGUE, DrillError, ErrorCode, kind_of
+    from domain.lsn import parse_lsn
+    from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
+    from domain.spec import DrillSpec
+
+QUICK = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+IO = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=5,
+)
+# Teardown must happen: keep trying for a long time rather than leave a server behind.
+TEARDOWN = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30))
+
+
+CATALOGUE_CODES = {str(code) for code in CATALOGUE}
+
+
+class DrillProgress(BaseModel):
+    stage: str
+    stages_done: list[str]
+
+
+@workflow.defn(name="DrillWorkflow")
+class DrillWorkflow:
+    def __init__(self) -> None:
+        self._stage = "starting"
+        self._done: list[str] = []
+        self._report: DrillReport | None = None
+
+    @workflow.query
+    def progress(self) -> DrillProgress:
+        return DrillProgress(stage=self._stage, stages_done=list(self._done))
+
+    @asynccontextmanager
+    async def _timed(self, stage: str):
+        assert self._report is not None
+        self._stage = stage
+        began = workflow.now()
+        workflow.logger.info("stage started", extra={"stage": stage})
+        try:
+            yield
+        finally:
+            seconds = (workflow.now() - began).total_seconds()
+            self._report.metrics.stage_seconds[stage] = round(seconds, 3)
+            self._done.append(stage)
+
+    @workflow.run
+    async def run(self, spec: DrillSpec) -> DrillReport:
+        report = self._report = DrillReport(
+            drill_id=workflow.info().workflow_id,
+            status="verified",
+            database=spec.database,
+            started_at=workflow.now(),
+        )
+        try:
+            await self._validate(spec, report)
+        except (ActivityError, DrillError) as exc:
+            return self._finish(report, exc, ErrorCode.SPEC_INVALID)
+        sandbox: Sandbox | None = None
+        stage_code = ErrorCode.SANDBOX_FAILED
+        try:
+            async with self._timed("provision"):
+                sandbox = await workflow.execute_activity_method(
+                    SandboxActivities.provision,
+                    SandboxRequest(drill_id=report.drill_id),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=IO,
+                )
+            stage_code = ErrorCode.RESTORE_FAILED
+            await self._restore(sandbox, report)
+            stage_code = ErrorCode.RECOVERY_FAILED
+            await self._replay(spec, sandbox, report)
+            stage_code = ErrorCode.CHECK_ERROR
+            await self._check(spec, sandbox, report)
+        except ActivityError as exc:
+            return self._finish(report, exc, stage_code)
+        finally:
+            if sandbox is not None:
+                await self._teardown(sandbox)
+        return self._finish(report)
+
+    async def _validate(self, spec: DrillSpec, report: DrillReport) -> None:
+        async with self._timed("resolve_target"):
+            resolved = await workflow.execute_activity_method(
+                TargetActivities.resolve_target,
+                ResolveTargetRequest(target=spec.target),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        report.target = resolved.target
+        report.metrics.target_resolution_seconds = round(resolved.seconds, 6)
+        async with self._timed("choose_backup"):
+            catalog = await workflow.execute_activity_method(
+                FilesystemCatalog.list_base_backups,
+                CatalogRequest(source=spec.source),
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=IO,
+            )
+            report.base_backup = choose_base_backup(catalog.backups, resolved.target)
+
+    async def _restore(self, sandbox: Sandbox, report: DrillReport) -> None:
+        assert report.base_backup is not None
+        async with self._timed("restore"):
+            restored = await workflow.execute_activity_method(
+                RestoreActivities.restore_base_backup,
+                RestoreRequest(sandbox=sandbox, backup=report.base_backup),
+                start_to_close_timeout=timedelta(hours=6),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=IO,
+            )
+        report.metrics.bytes_restored = restored.bytes_restored
+        report.metrics.restore_mb_per_s = mb_per_s(restored.bytes_restored, restored.seconds)
+
+    async def _replay(self, spec: DrillSpec, sandbox: Sandbox, report: DrillReport) -> None:
+        assert report.target is not None and report.base_backup is not None
+        async with self._timed("replay"):
+            replayed = await workflow.execute_activity_method(
+                ReplayActivities.replay_to_target,
+                ReplayRequest(
+                    sandbox=sandbox, target=report.target,
+                    wal_archive=spec.source.wal_archive, db_user=spec.db_user,
+                ),
+                start_to_close_timeout=timedelta(hours=12),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=IO,
+            )
+        recovered: Recovered = replayed.recovered
+        report.recovered = recovered
+        if recovered.replay_lsn:
+            replayed_bytes = parse_lsn(recovered.replay_lsn) - parse_lsn(report.base_backup.start_lsn)
+            report.metrics.wal_bytes_replayed = max(replayed_bytes, 0)
+            report.metrics.replay_mb_per_s = mb_per_s(
+                report.metrics.wal_bytes_replayed, replayed.seconds
+            )
+        if report.target.utc and recovered.last_commit_time:
+            lost = report.target.utc - recovered.last_commit_time
+            report.metrics.data_lost_seconds = round(lost.total_seconds(), 6)
+
+    async def _check(self, spec: DrillSpec, sandbox: Sandbox, report: DrillReport) -> None:
+        async with self._timed("checks"):
+            checked = await workflow.execute_activity_method(
+                CheckActivities.run_checks,
+                ChecksRequest(
+                    sandbox=sandbox, database=spec.database, db_user=spec.db_user,
+                    checks=spec.checks,
+                ),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=5),
+                retry_policy=QUICK,
+            )
+        report.checks = checked.results
+        passed = sum(result.passed for result in checked.results)
+        report.metrics.checks_passed, report.metrics.checks_total = passed, len(checked.results)
+        if checked.results:
+            report.metrics.validation_pass_rate = round(passed / len(checked.results), 4)
+        report.metrics.time_to_verify_seconds = round(
+            (workflow.now() - report.started_at).total_seconds(), 3
+        )
+        for failed in (r for r in checked.results if not r.passed):
+            code = ErrorCode.CHECK_ERROR if failed.error else ErrorCode.CHECK_FAILED
+            detail = failed.error or f"observed {failed.observed!r}, expected {failed.expected!r}"
+            report.errors.append(ErrorEntry.from_error(
+                DrillError(code, f"check {failed.name!r}: {detail}")
+            ))
+
+    async def _teardown(self, sandbox: Sandbox) -> None:
+        async with self._timed("teardown"):
+            await workflow.execute_activity_method(
+                SandboxActivities.teardown,
+                sandbox,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=TEARDOWN,
+            )
+
+    def _finish(
+        self, report: DrillReport, exc: BaseException | None = None,
+        fallback: ErrorCode = ErrorCode.RECOVERY_FAILED,
+    ) -> DrillReport:
+        if exc is not None:
+            report.errors.append(_error_entry(exc, fallback))
+        if report.errors:
+            kinds = {kind_of(error.code) for error in report.errors}
+            report.status = "rejected" if kinds == {"input"} and report.recovered is None \
+                else "failed"
+        report.finished_at = workflow.now()
+        self._stage = "done"
+        workflow.logger.info(
+            "drill finished", extra={"status": report.status, "errors": len(report.errors)}
+        )
+        return report
+
+
+def _error_entry(exc: BaseException, fallback: ErrorCode) -> ErrorEntry:
+    if isinstance(exc, DrillError):
+        return ErrorEntry.from_error(exc)
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type in CATALOGUE_CODES:
+        hint = str(cause.details[0]) if cause.details else ""
+        return ErrorEntry(code=cause.type, message=cause.message, hint=hint)
+    # Retries exhausted on an unexpected failure: report it under the stage's code.
+    detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+    return ErrorEntry.from_error(DrillError(fallback, detail))
