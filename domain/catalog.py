@@ -114,14 +114,19 @@ def _reaches(backup: BaseBackup, target: ResolvedTarget) -> bool:
         case "lsn":
             return target.lsn is not None and parse_lsn(backup.stop_lsn) <= parse_lsn(target.lsn)
         case _:
-            # xid, name, immediate, latest: any backup can start; the WAL index narrows it.
             return True
 
 
 def choose_base_backup(backups: list[BaseBackup], target: ResolvedTarget) -> BaseBackup:
-    """The newest backup whose consistency point comes before the target."""
+    """The newest backup whose consistency point comes before the target.
+
+    An xid or restore point gives no position by itself: start from the oldest backup, which
+    precedes it if any does (the WAL index narrows this to the newest that does).
+    """
     if not backups:
         raise DrillError(ErrorCode.NO_BASE_BACKUP, "the backup source holds no base backup")
+    if target.mode in ("xid", "name"):
+        return min(backups, key=lambda b: parse_lsn(b.stop_lsn))
     usable = [b for b in backups if _reaches(b, target)]
     if not usable:
         oldest = min(backups, key=lambda b: parse_lsn(b.stop_lsn))
