@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -169,5 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> None:
+    """Console script. Exits without interpreter teardown: the SDK's native threads can abort
+    a finalizing interpreter (temporalio/sdk-python#300), turning exit 3 into SIGABRT."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from temporalio.client import Client
@@ -40,12 +41,31 @@ def _port_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+@contextmanager
+def _stdout_to_stderr():
+    """The dev server inherits our stdout and prints a banner: keep stdout for --json."""
+    saved = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 async def start_embedded(ui: bool = True) -> WorkflowEnvironment:
     """A local Temporal dev server from the installed CLI; nothing is downloaded."""
+    with _stdout_to_stderr():
+        return await _start_local(ui)
+
+
+async def _start_local(ui: bool) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
         dev_server_existing_path=temporal_cli(),
         ui=ui,
         ui_port=UI_PORT if ui and _port_free(UI_PORT) else None,
+        dev_server_log_level="error",
     )

@@ -48,6 +48,9 @@ IO = RetryPolicy(
 TEARDOWN = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30))
 
 
+# The workflow id (= drill id) already travels as structured context in every record.
+workflow.logger.workflow_info_on_message = False
+
 CATALOGUE_CODES = {str(code) for code in CATALOGUE}
 
 
