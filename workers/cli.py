@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 from domain.errors import DrillError, ErrorCode
 from domain.report import DrillReport, ErrorEntry
 from domain.spec import DrillSpec
+from domain.targets import TargetSpec, recovery_settings, render_settings, resolve_target
 from workers import output, telemetry
 from workers.client import connect, start_embedded
 from workers.worker import WorkerSettings, build_worker
@@ -56,7 +57,9 @@ def load_spec(path: str) -> DrillSpec:
 
 
 def _input_refusal(error: DrillError) -> Refusal:
-    return Refusal("rejected", ErrorEntry.from_error(error), EXIT_REJECTED)
+    if error.kind == "input":
+        return Refusal("rejected", ErrorEntry.from_error(error), EXIT_REJECTED)
+    return Refusal("failed", ErrorEntry.from_error(error), EXIT_FAILED)
 
 
 def new_drill_id(spec: DrillSpec) -> str:
@@ -121,6 +124,31 @@ async def _connect() -> Client:
         ), EXIT_UNAVAILABLE) from exc
 
 
+def _target_spec(args: argparse.Namespace) -> TargetSpec:
+    given = {
+        "time": args.time, "lsn": args.lsn, "xid": args.xid, "name": args.name,
+        "immediate": args.immediate, "latest": args.latest, "inclusive": args.inclusive,
+        "action": args.action, "timeline": args.timeline,
+        "assume_timezone": args.assume_timezone, "fold": args.fold,
+    }
+    return TargetSpec.model_validate({k: v for k, v in given.items() if v is not None})
+
+
+async def _target_resolve(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(_target_spec(args), datetime.now(timezone.utc))
+    except DrillError as error:
+        raise _input_refusal(error) from error
+    settings = recovery_settings(target)
+    if args.json:
+        body = {"target": target.model_dump(mode="json", exclude_none=True),
+                "recovery_settings": settings}
+        print(json.dumps(body, indent=2))
+    else:
+        print(output.target_text(target, render_settings(settings)))
+    return EXIT_OK
+
+
 async def _worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env()
     client = await _connect()
@@ -151,6 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a Temporal dev server and a worker in-process for this run")
     run.add_argument("--drill-id", help="workflow id; re-running with it re-attaches")
     run.set_defaults(handler=_drill_run)
+
+    target = commands.add_parser("target", help="recovery targets").add_subparsers(
+        dest="target_command", required=True)
+    resolve = target.add_parser(
+        "resolve", help="normalize a target and print the exact recovery settings")
+    modes = resolve.add_mutually_exclusive_group(required=True)
+    modes.add_argument("--time", help="e.g. '2024-01-15 14:30:00.123 America/New_York'")
+    modes.add_argument("--lsn", help="e.g. 0/3000148")
+    modes.add_argument("--xid", help="transaction id (32-bit or epoch-qualified 64-bit)")
+    modes.add_argument("--name", help="restore point name")
+    modes.add_argument("--immediate", action="store_true", default=None,
+                       help="stop at the end of the base backup")
+    modes.add_argument("--latest", action="store_true", default=None,
+                       help="replay the whole archive")
+    resolve.add_argument("--inclusive", action="store_true", default=None,
+                         help="replay the target transaction too (default: exclusive)")
+    resolve.add_argument("--action", choices=["pause", "promote", "shutdown"])
+    resolve.add_argument("--timeline", help="current | latest | N")
+    resolve.add_argument("--assume-timezone", help="zone for a time written without one")
+    resolve.add_argument("--fold", choices=["earlier", "later"],
+                         help="which reading of a time that happened twice (DST fall-back)")
+    resolve.add_argument("--json", action="store_true")
+    resolve.set_defaults(handler=_target_resolve)
     return parser
 
 

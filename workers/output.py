@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.report import DrillReport, ErrorEntry
-from domain.targets import format_utc
+from domain.targets import ResolvedTarget, format_utc
 
 _MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED"}
 
@@ -11,6 +11,16 @@ _MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED"}
 def error_text(error: ErrorEntry) -> str:
     text = f"error {error.code}: {error.message}"
     return f"{text}\n  what to do: {error.hint}" if error.hint else text
+
+
+def target_text(target: ResolvedTarget, settings_text: str) -> str:
+    lines = [f"target: {target.describe()}"]
+    if target.utc is not None:
+        lines.append(f"  UTC instant    {format_utc(target.utc)}")
+        lines.append(f"  read from      {target.local_reading or 'an explicit offset'}")
+    lines.append("recovery settings:")
+    lines.extend("  " + line for line in settings_text.splitlines())
+    return "\n".join(lines)
 
 
 def _seconds(value: float | None) -> str:

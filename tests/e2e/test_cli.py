@@ -64,3 +64,33 @@ def test_an_unreachable_temporal_exits_3(scenario: Scenario, work_root: Path):
     done = pitrdrill("drill", "run", spec, "--json", env={"TEMPORAL_ADDRESS": "127.0.0.1:9"})
     assert done.returncode == 3, done.stderr
     assert json.loads(done.stdout)["errors"][0]["code"] == "TEMPORAL_UNAVAILABLE"
+
+
+def test_target_resolve_json_carries_utc_and_the_exact_settings():
+    done = pitrdrill("target", "resolve", "--time", "2024-11-03 01:30:00-04:00", "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["target"]["mode"] == "time"
+    assert body["target"]["utc"] == "2024-11-03T05:30:00Z"
+    assert body["recovery_settings"] == {
+        "recovery_target_time": "2024-11-03 05:30:00.000000+00",
+        "recovery_target_inclusive": "off",
+        "recovery_target_action": "pause",
+        "recovery_target_timeline": "latest",
+    }
+
+
+def test_target_resolve_refuses_an_ambiguous_time_with_exit_2_and_both_instants():
+    done = pitrdrill("target", "resolve", "--time", "2024-11-03 01:30:00 America/New_York",
+                     "--json")
+    assert done.returncode == 2
+    error = json.loads(done.stdout)["errors"][0]
+    assert error["code"] == "TARGET_AMBIGUOUS_LOCAL_TIME"
+    assert "05:30:00" in error["message"] and "06:30:00" in error["message"]
+
+
+def test_target_resolve_human_output_shows_the_settings_lines():
+    done = pitrdrill("target", "resolve", "--lsn", "0/3000148", "--inclusive")
+    assert done.returncode == 0
+    assert "recovery_target_lsn = '0/3000148'" in done.stdout
+    assert "recovery_target_inclusive = 'on'" in done.stdout
