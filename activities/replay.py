@@ -15,6 +15,7 @@ import psycopg
 from temporalio import activity
 
 from activities.boundary import domain_errors
+from activities.log import drill_log
 from activities.contracts import ReplayProgress, ReplayRequest, ReplayResult
 from activities.pg_runtime import PostgresRuntime
 from activities.pg_server import PostgresServer
@@ -80,6 +81,8 @@ class ReplayActivities:
         # The exact settings, for whoever reads the sandbox or the report afterwards.
         Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))
         server.start(settings, wait=False)
+        drill_log().info("sandbox server started in recovery", data_dir=sandbox.data_dir,
+                         target=target.describe())
         deadline = time.monotonic() + _STARTUP_GRACE_S
         while server.pid() is None:
             if time.monotonic() > deadline:
@@ -129,6 +132,8 @@ class ReplayActivities:
                 in_recovery, pause_state, lsn, last_commit = state
                 progress.replay_lsn = lsn
                 if _reached(_awaited_action(request, progress), in_recovery, pause_state):
+                    drill_log().info("recovery reached the target", replay_lsn=lsn,
+                                     last_commit_time=str(last_commit))
                     return ReplayResult(
                         recovered=Recovered(
                             replay_lsn=lsn,

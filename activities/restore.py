@@ -15,6 +15,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.boundary import domain_errors
+from activities.log import drill_log
 from activities.contracts import RestoreProgress, RestoreRequest, RestoreResult
 from activities.pg_runtime import PostgresRuntime
 from domain.errors import DrillError, ErrorCode
@@ -53,6 +54,8 @@ class RestoreActivities:
         try:
             directories, files = _plan(source)
             progress = _progress_from_heartbeat()
+            drill_log().info("restore started", source=str(source), files=len(files),
+                             resuming_after=progress.files_done)
             for directory in directories:
                 (target / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
             last_beat = 0.0
@@ -78,6 +81,8 @@ class RestoreActivities:
                 ErrorCode.RESTORE_FAILED, f"copying {source} to {target}: {exc}"
             ) from exc
         activity.heartbeat(progress)
+        drill_log().info("restore finished", files=progress.files_done,
+                         bytes=progress.bytes_done)
         return RestoreResult(
             files=progress.files_done,
             bytes_restored=progress.bytes_done,

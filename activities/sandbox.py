@@ -12,6 +12,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.boundary import domain_errors
+from activities.log import drill_log
 from activities.contracts import Sandbox, SandboxRequest, TeardownResult
 from activities.pg_runtime import PostgresRuntime, remove_tree
 from activities.pg_server import PostgresServer, free_port
@@ -62,6 +63,7 @@ class SandboxActivities:
             for name in ("pg_hba.conf", "pg_ident.conf"):
                 self._runtime.give(root / name)
             record.write_text(sandbox.model_dump_json(indent=2))
+            drill_log().info("sandbox provisioned", root=str(root), port=sandbox.port)
         except OSError as exc:
             raise DrillError(ErrorCode.SANDBOX_FAILED, f"cannot create {root}: {exc}") from exc
         return sandbox
@@ -73,6 +75,7 @@ class SandboxActivities:
         # The copy is disposable: no need to wait for a clean shutdown checkpoint.
         server.stop("immediate")
         remove_tree(Path(sandbox.root))
+        drill_log().info("sandbox torn down", root=sandbox.root, stopped_pid=pid)
         return TeardownResult(
             removed=not Path(sandbox.root).exists(),
             stopped_pid=pid,

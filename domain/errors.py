@@ -186,7 +186,7 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.RECOVERY_FAILED: ErrorInfo(
         "runtime",
         "The sandbox PostgreSQL stopped during recovery.",
-        "Read the server log excerpt in the message; the sandbox log is kept in the report.",
+        "Read the server log excerpt in the message (the sandbox itself is torn down).",
     ),
     ErrorCode.RECOVERY_TARGET_NOT_REACHED: ErrorInfo(
         "runtime",

@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from domain.errors import DrillError, ErrorCode
@@ -70,11 +71,16 @@ def new_drill_id(spec: DrillSpec) -> str:
 async def run_drill(
     client: Client, spec: DrillSpec, drill_id: str, task_queue: str, show_progress: bool
 ) -> DrillReport:
-    """Start (or, with the same id, re-attach to) a drill and wait for its report."""
-    handle = await client.start_workflow(
-        DrillWorkflow.run, spec, id=drill_id, task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
+    """Start a drill and wait for its report. Idempotent: with the id of a running drill this
+    re-attaches to it; with the id of a finished one it returns that drill's report."""
+    try:
+        handle = await client.start_workflow(
+            DrillWorkflow.run, spec, id=drill_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle_for(DrillWorkflow.run, drill_id)
     result = asyncio.ensure_future(handle.result())
     last_stage = None
     while not result.done():

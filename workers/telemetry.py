@@ -9,6 +9,15 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+def _drill_id_from_temporal(_, __, event: dict) -> dict:
+    """Temporal's loggers nest the workflow id; lift it so every record has `drill_id`."""
+    for key in ("temporal_workflow", "temporal_activity"):
+        context = event.get(key)
+        if isinstance(context, dict) and "workflow_id" in context:
+            event.setdefault("drill_id", context["workflow_id"])
+    return event
+
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -25,7 +34,7 @@ def configure(level: int = logging.INFO) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _drill_id_from_temporal],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.JSONRenderer(),

@@ -74,3 +74,19 @@ async def test_a_zoneless_time_is_rejected_with_its_code(temporal_env, worker, s
     report = await drill(temporal_env, worker, scenario, {"time": "2026-01-15 14:30:00"})
     assert report.status == "rejected"
     assert [e.code for e in report.errors] == ["TARGET_NAIVE_TIME"]
+
+
+async def test_rerunning_a_finished_drill_id_returns_its_report_instead_of_a_second_drill(
+        temporal_env, worker, scenario):
+    spec = DrillSpec.model_validate({
+        "database": scenario.database, "source": scenario.source(),
+        "target": {"xid": scenario.batches[1].xid},
+    })
+    drill_id = f"e2e-idempotent-{uuid.uuid4().hex[:8]}"
+    handle = temporal_env.client.get_workflow_handle(drill_id)
+    first = await run_drill(temporal_env.client, spec, drill_id, worker.task_queue, False)
+    first_run = (await handle.describe()).run_id
+    again = await run_drill(temporal_env.client, spec, drill_id, worker.task_queue, False)
+    assert first.status == again.status == "verified"
+    assert again.started_at == first.started_at and again.finished_at == first.finished_at
+    assert (await handle.describe()).run_id == first_run
