@@ -7,21 +7,30 @@ exact `recovery_target_*` settings PostgreSQL will read. Pure: the caller passes
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import re
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import format_lsn, parse_lsn
-from domain.timeparse import parse_target_time
+from domain.timeparse import Fold, format_utc, parse_target_time
 
 TargetMode = Literal["time", "lsn", "xid", "name", "immediate", "latest"]
 TargetAction = Literal["pause", "promote", "shutdown"]
-Fold = Literal["earlier", "later"]
 
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
+# The modes recovery_target_inclusive applies to; PostgreSQL ignores it for the others.
+_EDGED_MODES = ("time", "lsn", "xid")
 _MAX_RESTORE_POINT_NAME = 63  # MAXFNAMELEN - 1 in xlog_internal.h
+_MAX_TIMELINE = 0xFFFFFFFF  # TimeLineID is a uint32
+_FIRST_NORMAL_XID = 3  # 0-2 are Invalid-, Bootstrap- and FrozenTransactionId
+_DIGITS = re.compile(r"[0-9]+")
+# A postgresql.conf string literal cannot hold a raw newline; GUC_scanstr reads \ooo octal.
+_CONF_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "'": "''"} | {chr(c): f"\\{c:03o}" for c in (*range(1, 32), 127)}
+)
 
 
 class TargetSpec(BaseModel):
@@ -60,8 +69,8 @@ class ResolvedTarget(BaseModel):
     timeline: str = "latest"
 
     def describe(self) -> str:
-        """One line an SRE can read at 3 a.m."""
-        edge = "inclusive" if self.inclusive else "exclusive"
+        """One line an SRE can read at 3 a.m., saying only what PostgreSQL will do."""
+        then = f"then {self.action}"
         match self.mode:
             case "time":
                 assert self.utc is not None
@@ -74,55 +83,57 @@ class ResolvedTarget(BaseModel):
                 what = f"xid {self.xid}"
             case "name":
                 what = f"restore point {self.name!r}"
-            case _:
-                what = self.mode
-                edge = ""
-        parts = [what, edge, f"then {self.action}", f"timeline {self.timeline}"]
+            case "immediate":
+                what = "immediate"
+            case "latest":
+                # With no target PostgreSQL ignores recovery_target_action and promotes.
+                what, then = "latest", "then promote at the end of the archive"
+        edge = "inclusive" if self.inclusive else "exclusive"
+        parts = [what, edge if self.mode in _EDGED_MODES else "", then, f"timeline {self.timeline}"]
         return ", ".join(p for p in parts if p)
 
 
-def format_utc(instant: datetime) -> str:
-    """UTC with an explicit +00 offset and microseconds, as PostgreSQL parses unambiguously."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
 def _chosen_modes(spec: TargetSpec) -> list[TargetMode]:
-    chosen: list[TargetMode] = []
-    if spec.time is not None:
-        chosen.append("time")
-    if spec.lsn is not None:
-        chosen.append("lsn")
-    if spec.xid is not None:
-        chosen.append("xid")
-    if spec.name is not None:
-        chosen.append("name")
-    if spec.immediate:
-        chosen.append("immediate")
-    if spec.latest:
-        chosen.append("latest")
-    return chosen
+    given: dict[TargetMode, bool] = {
+        "time": spec.time is not None,
+        "lsn": spec.lsn is not None,
+        "xid": spec.xid is not None,
+        "name": spec.name is not None,
+        "immediate": spec.immediate,
+        "latest": spec.latest,
+    }
+    return [mode for mode, present in given.items() if present]
 
 
 def _resolve_timeline(value: int | str) -> str:
     text = str(value).strip().lower()
     if text in ("current", "latest"):
         return text
-    if text.isdigit() and int(text) >= 1:
+    if _DIGITS.fullmatch(text) and 1 <= int(text) <= _MAX_TIMELINE:
         return str(int(text))
     raise DrillError(
-        ErrorCode.TIMELINE_INVALID, f"timeline {value!r} is not current, latest or a number >= 1"
+        ErrorCode.TIMELINE_INVALID,
+        f"timeline {value!r} is not current, latest or a number from 1 to {_MAX_TIMELINE}",
     )
 
 
 def _resolve_xid(value: int | str) -> int:
-    try:
-        xid = int(str(value).strip(), 10)
-    except ValueError:
-        raise DrillError(ErrorCode.XID_INVALID, f"xid {value!r} is not a number") from None
-    low = xid & 0xFFFFFFFF
-    # 0-2 are InvalidTransactionId, BootstrapTransactionId and FrozenTransactionId.
-    if xid < 0 or xid >= 1 << 64 or low < 3:
-        raise DrillError(ErrorCode.XID_INVALID, f"xid {value!r} is not a normal transaction id")
+    """The xid exactly as given. PostgreSQL 13+ reads recovery_target_xid as a 64-bit number
+    (epoch << 32 | xid) and stops at its low 32 bits, so those must be a normal xid."""
+    text = str(value).strip()
+    if not _DIGITS.fullmatch(text) or int(text) >= 1 << 64:
+        raise DrillError(
+            ErrorCode.XID_INVALID, f"xid {value!r} is not a number from 0 to 2^64-1 in decimal"
+        )
+    xid = int(text)
+    epoch, low = divmod(xid, 1 << 32)
+    if low < _FIRST_NORMAL_XID:
+        qualified = f" (epoch {epoch}, xid {low})" if epoch else ""
+        raise DrillError(
+            ErrorCode.XID_INVALID,
+            f"xid {value!r}{qualified} is not a normal transaction id: 0, 1 and 2 are reserved, "
+            f"normal xids start at {_FIRST_NORMAL_XID}",
+        )
     return xid
 
 
@@ -131,6 +142,11 @@ def _resolve_name(value: str) -> str:
         raise DrillError(
             ErrorCode.RESTORE_POINT_NAME_INVALID,
             f"restore point name {value!r} must be 1 to {_MAX_RESTORE_POINT_NAME} bytes",
+        )
+    if "\x00" in value:
+        raise DrillError(
+            ErrorCode.RESTORE_POINT_NAME_INVALID,
+            f"restore point name {value!r} contains a NUL byte, which PostgreSQL cannot store",
         )
     return value
 
@@ -158,8 +174,9 @@ def resolve_target(
             if parsed.utc > now + clock_skew:
                 raise DrillError(
                     ErrorCode.TARGET_IN_FUTURE,
-                    f"target {format_utc(parsed.utc)} is after now ({format_utc(now)}) "
-                    f"by more than the {clock_skew.total_seconds():g}s clock-skew tolerance",
+                    f"target {spec.time!r} = {format_utc(parsed.utc)} is after now "
+                    f"({format_utc(now)}) by more than the {clock_skew.total_seconds():g}s "
+                    "clock-skew tolerance",
                 )
             return ResolvedTarget(utc=parsed.utc, local_reading=parsed.local_reading, **common)
         case "lsn":
@@ -195,7 +212,7 @@ def recovery_settings(target: ResolvedTarget) -> dict[str, str]:
             settings["recovery_target"] = "immediate"
         case "latest":
             pass  # no recovery_target_*: replay to the end of the archive
-    if target.mode in ("time", "lsn", "xid"):
+    if target.mode in _EDGED_MODES:
         settings["recovery_target_inclusive"] = "on" if target.inclusive else "off"
     if target.mode != "latest":
         settings["recovery_target_action"] = target.action
@@ -204,8 +221,11 @@ def recovery_settings(target: ResolvedTarget) -> dict[str, str]:
 
 
 def quote_setting(value: str) -> str:
-    """A postgresql.conf string literal: backslashes and quotes escaped, so any name is safe."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    """A postgresql.conf string literal that reads back as exactly `value`: quotes doubled,
+    backslashes escaped, control characters as octal escapes. NUL cannot be written at all."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} contains NUL, which no postgresql.conf string can hold")
+    return "'" + value.translate(_CONF_ESCAPES) + "'"
 
 
 def render_settings(settings: dict[str, str]) -> str:

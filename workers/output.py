@@ -17,7 +17,7 @@ def target_text(target: ResolvedTarget, settings_text: str) -> str:
     lines = [f"target: {target.describe()}"]
     if target.utc is not None:
         lines.append(f"  UTC instant    {format_utc(target.utc)}")
-        lines.append(f"  read from      {target.local_reading or 'an explicit offset'}")
+        lines.append(f"  read from      {target.local_reading or 'UTC'}")
     lines.append("recovery settings:")
     lines.extend("  " + line for line in settings_text.splitlines())
     return "\n".join(lines)
