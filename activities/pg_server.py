@@ -61,9 +61,19 @@ class PostgresServer:
     def connect(self, dbname: str = "postgres", user: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(self.conninfo(dbname, user), autocommit=True)
 
-    def log_tail(self, max_bytes: int = 4000) -> str:
+    def log_size(self) -> int:
         try:
-            data = self.log_file.read_bytes()
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
-        return data[-max_bytes:].decode(errors="replace")
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        return self.log_since(max(self.log_size() - max_bytes, 0))

@@ -27,6 +27,7 @@ from domain.targets import render_settings
 
 _STOP_LINE = re.compile(r"^.*(recovery stopping .*)$", re.MULTILINE)
 _STARTUP_GRACE_S = 30.0
+_DIED_AFTER_S = 1.0
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 _STATE_SQL = """
 SELECT pg_is_in_recovery(),
@@ -80,12 +81,19 @@ class ReplayActivities:
         )
         # The exact settings, for whoever reads the sandbox or the report afterwards.
         Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))
+        log_before = server.log_size()
         server.start(settings, wait=False)
         drill_log().info("sandbox server started in recovery", data_dir=sandbox.data_dir,
                          target=target.describe())
         deadline = time.monotonic() + _STARTUP_GRACE_S
+        spoke_at = None
         while server.pid() is None:
-            if time.monotonic() > deadline:
+            # The pid file comes before any log line; output without a live postmaster for a
+            # moment means it died (maybe between two looks at its pid file).
+            if spoke_at is None and server.log_since(log_before):
+                spoke_at = time.monotonic()
+            died = spoke_at is not None and time.monotonic() - spoke_at > _DIED_AFTER_S
+            if died or time.monotonic() > deadline:
                 raise DrillError(
                     ErrorCode.RECOVERY_FAILED,
                     f"the sandbox server did not start; server log: {server.log_tail(1200)}",

@@ -25,7 +25,7 @@ _SKIPPED = {"standby.signal", "recovery.signal", "postmaster.pid", "postmaster.o
 _HEARTBEAT_EVERY_S = 2.0
 
 
-def _plan(source: Path) -> tuple[list[Path], list[Path]]:
+def restore_plan(source: Path) -> tuple[list[Path], list[Path]]:
     """(directories, files) relative to the backup; empty directories (pg_notify, ...) matter."""
     directories, files = [], []
     for root, dirs, names in os.walk(source):
@@ -51,8 +51,11 @@ class RestoreActivities:
     def restore_base_backup(self, request: RestoreRequest) -> RestoreResult:
         source, target = Path(request.backup.path), Path(request.sandbox.data_dir)
         started = time.perf_counter()
+        if not (source / "backup_label").is_file():
+            raise DrillError(ErrorCode.RESTORE_FAILED, f"{source} holds no base backup "
+                             "(no backup_label): was it moved or expired?")
         try:
-            directories, files = _plan(source)
+            directories, files = restore_plan(source)
             progress = _progress_from_heartbeat()
             drill_log().info("restore started", source=str(source), files=len(files),
                              resuming_after=progress.files_done)
@@ -71,9 +74,10 @@ class RestoreActivities:
                     if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
                         activity.heartbeat(progress)
                         last_beat = time.monotonic()
-            (target / "recovery.signal").touch()
             # postgresql.conf may live in /etc on Debian-style servers; the sandbox needs one.
-            (target / "postgresql.conf").touch()
+            for name in ("recovery.signal", "postgresql.conf"):
+                if not (target / name).exists():
+                    (target / name).write_text("")
             target.chmod(0o700)
             self._runtime.give(target, recursive=True)
         except OSError as exc:

@@ -90,3 +90,12 @@ async def test_rerunning_a_finished_drill_id_returns_its_report_instead_of_a_sec
     assert first.status == again.status == "verified"
     assert again.started_at == first.started_at and again.finished_at == first.finished_at
     assert (await handle.describe()).run_id == first_run
+
+
+async def test_a_check_whose_sql_fails_is_check_error(temporal_env, worker, scenario):
+    report = await drill(temporal_env, worker, scenario, {"xid": scenario.batches[1].xid},
+                         [("broken", "select count(*) from no_such_table", 0),
+                          ("rows", COUNT, scenario.batches[0].rows)])
+    assert report.status == "failed"
+    assert [e.code for e in report.errors] == ["CHECK_ERROR"]
+    assert "no_such_table" in report.checks[0].error and report.checks[1].passed
