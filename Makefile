@@ -18,14 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# PostgreSQL 15 from Debian. No main cluster is created: pitrdrill runs its own clusters.
+# Debian packages: PostgreSQL 15 (no main cluster is created: pitrdrill runs its own), pgBackRest,
+# and the zstd/lz4 tools for compressed WAL archives. Installed only when missing.
+DEB_NEEDS := $(PG_BIN)/pg_ctl:postgresql-15 /usr/bin/pgbackrest:pgbackrest /usr/bin/zstd:zstd /usr/bin/lz4:lz4
 postgres:
-	@if [ ! -x $(PG_BIN)/pg_ctl ] || [ ! -x $(PG_BIN)/pg_waldump ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "PostgreSQL 15 is missing: run 'sudo apt-get install postgresql-15'"; exit 1; fi; \
+	@missing=""; for need in $(DEB_NEEDS); do [ -x "$${need%%:*}" ] || missing="$$missing $${need##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
 	  mkdir -p /etc/postgresql-common; \
 	  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
 	    || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then useradd --system --home /var/lib/postgresql postgres; fi
 

@@ -36,14 +36,15 @@ class PostgresRuntime:
         return str(self.bin_dir / name)
 
     def run(
-        self, tool: str, *args: str, check: bool = True, timeout: float | None = None
+        self, tool: str, *args: str, check: bool = True, timeout: float | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL binary as the server's OS user and capture its output."""
-        kwargs: dict = {}
+        kwargs: dict = {"env": {**os.environ, **(env or {})}}
         if self.as_root:
             entry = pwd.getpwnam(self.os_user)
-            kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-            kwargs["env"] = {**os.environ, "HOME": entry.pw_dir, "USER": self.os_user}
+            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+            kwargs["env"].update(HOME=entry.pw_dir, USER=self.os_user)
         return subprocess.run(
             [self.tool(tool), *args],
             check=check,

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     NO_BASE_BACKUP = "NO_BASE_BACKUP"
     BACKUP_METADATA_UNREADABLE = "BACKUP_METADATA_UNREADABLE"
     TARGET_BEFORE_EARLIEST_BACKUP = "TARGET_BEFORE_EARLIEST_BACKUP"
+    TARGET_BEYOND_ARCHIVE = "TARGET_BEYOND_ARCHIVE"
     UNKNOWN_RESTORE_POINT = "UNKNOWN_RESTORE_POINT"
     UNKNOWN_XID = "UNKNOWN_XID"
     XID_ABORTED = "XID_ABORTED"
@@ -152,6 +153,12 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "The target lies before the end of the oldest base backup; no backup can reach it.",
         "Choose a target after the oldest backup's consistency point (see the message).",
     ),
+    ErrorCode.TARGET_BEYOND_ARCHIVE: ErrorInfo(
+        "input",
+        "The archived WAL ends before the target: PostgreSQL would replay everything and then "
+        "fail with 'recovery ended before configured recovery target was reached'.",
+        "Check archiving is current (pg_stat_archiver), or use latest / an earlier target.",
+    ),
     ErrorCode.UNKNOWN_RESTORE_POINT: ErrorInfo(
         "input",
         "No restore point with that name is in the archived WAL after the base backup.",
@@ -224,6 +231,9 @@ class DrillError(Exception):
         self.code = code
         self.message = message
         self.hint = hint or CATALOGUE[code].hint
+
+    def __reduce__(self):
+        return (DrillError, (self.code, self.message, self.hint))
 
     @property
     def kind(self) -> ErrorKind:

@@ -1,0 +1,136 @@
+"""The commit index: one SQLite file beside the catalog, never inside the WAL archive.
+
+Archived segments are immutable, so each is indexed once, keyed by timeline, file name, size
+and checksum; a later run indexes only files it has not seen. An archive's current set of
+segments is recorded per run, so a segment deleted from the archive (or one from another
+cluster sharing the store) never feeds a prediction. Safe across threads and processes: WAL
+journal mode, one connection per call, every write one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from domain.commits import WalEvent
+from domain.lsn import format_lsn
+
+_BUSY_TIMEOUT_S = 30.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    timeline INTEGER NOT NULL,
+    file_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    -- indexed while the next segment was missing: a record crossing into it was not readable
+    tail_open INTEGER NOT NULL,
+    UNIQUE (timeline, file_name, size, checksum)
+);
+CREATE TABLE IF NOT EXISTS events (
+    segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    timeline INTEGER NOT NULL,
+    start_lsn INTEGER NOT NULL,
+    end_lsn INTEGER NOT NULL,
+    xid INTEGER NOT NULL,
+    timestamp TEXT,
+    name TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_segment ON events (segment_id);
+CREATE TABLE IF NOT EXISTS archive_segments (
+    archive TEXT NOT NULL,
+    segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
+    PRIMARY KEY (archive, segment_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SegmentKey:
+    timeline: int
+    file_name: str
+    size: int
+    checksum: str
+
+
+class CommitStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S)
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            with conn:  # one transaction: commit on success, roll back on error
+                yield conn
+        finally:
+            conn.close()
+
+    def tail_open(self, key: SegmentKey) -> bool | None:
+        """None when the segment was never indexed; else whether its tail is still open."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT tail_open FROM segments"
+                " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
+                (key.timeline, key.file_name, key.size, key.checksum),
+            ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def record_segment(self, key: SegmentKey, events: list[WalEvent], tail_open: bool) -> None:
+        """Store a segment's events, replacing an earlier indexing of the same file."""
+        with self._connect() as conn:
+            conn.execute(
+                "DELETE FROM segments"
+                " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
+                (key.timeline, key.file_name, key.size, key.checksum),
+            )
+            segment_id = conn.execute(
+                "INSERT INTO segments (timeline, file_name, size, checksum, tail_open)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key.timeline, key.file_name, key.size, key.checksum, tail_open),
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(segment_id, e.kind, e.timeline, e.start, e.end, e.xid,
+                  e.timestamp.isoformat() if e.timestamp else None, e.name) for e in events],
+            )
+
+    def set_archive_segments(self, archive: str, keys: list[SegmentKey]) -> None:
+        """Record which indexed segments the archive holds now."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM archive_segments WHERE archive = ?", (archive,))
+            conn.executemany(
+                "INSERT INTO archive_segments SELECT ?, id FROM segments"
+                " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
+                [(archive, k.timeline, k.file_name, k.size, k.checksum) for k in keys],
+            )
+
+    def archive_events(self, archive: str) -> list[WalEvent]:
+        """Every event of the archive's current segments, in WAL order."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT e.kind, e.timeline, e.start_lsn, e.end_lsn, e.xid, e.timestamp, e.name,"
+                "       s.file_name"
+                " FROM archive_segments a JOIN segments s ON s.id = a.segment_id"
+                " JOIN events e ON e.segment_id = s.id"
+                " WHERE a.archive = ? ORDER BY e.start_lsn, e.timeline",
+                (archive,),
+            ).fetchall()
+        return [
+            WalEvent(kind=kind, timeline=timeline, start_lsn=format_lsn(start),
+                     end_lsn=format_lsn(end), xid=xid,
+                     timestamp=datetime.fromisoformat(stamp) if stamp else None,
+                     name=name, segment=file_name)
+            for kind, timeline, start, end, xid, stamp, name, file_name in rows
+        ]
+

@@ -1,0 +1,366 @@
+"""Indexing the WAL archive with pg_waldump, and predicting where recovery will stop.
+
+Each segment is read by its own pg_waldump in a private scratch directory (compressed segments
+are decompressed there, plain ones linked), one worker process per core: parsing the output in
+Python is most of the work, so threads would all wait for one interpreter.
+
+pg_waldump reads one segment only up to its end, so a commit record that starts in a segment
+and finishes in the next would be lost between the two runs; the next segment's first page
+header says how long that record goes on, and the run reads exactly that far into it.
+
+Archived segments are complete, so any read error in one is corruption (WAL_CORRUPT, naming
+it). Only a `.partial` segment legitimately ends with an error: that is the end of its WAL.
+"""
+
+from __future__ import annotations
+
+import gzip
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.boundary import domain_errors
+from activities.commit_store import CommitStore, SegmentKey
+from activities.pg_runtime import PostgresRuntime
+from domain.catalog import BaseBackup
+from domain.commits import (
+    LONG_PAGE_HEADER,
+    WAL_PAGE_SIZE,
+    Prediction,
+    TimelineHistory,
+    WalEvent,
+    WalRecord,
+    choose_timeline,
+    continuation_end,
+    on_timeline,
+    parse_history,
+    parse_records,
+    parse_waldump,
+    predict_stop,
+)
+from domain.errors import DrillError, ErrorCode
+from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name
+from domain.targets import ResolvedTarget
+
+_SEGMENT_FILE = re.compile(
+    r"^(?P<name>[0-9A-F]{24})(?P<partial>\.partial)?(?P<compression>\.gz|\.zst|\.lz4)?$"
+)
+_HISTORY_FILE = re.compile(r"^(?P<timeline>[0-9A-F]{8})\.history$")
+_CLI_DECOMPRESSORS = {".zst": "zstd", ".lz4": "lz4"}
+_CHUNK = 1 << 20
+# Not corruption: the archive or the scratch directory is closed to the server user.
+_PERMISSION_DENIED = "Permission denied"
+_HEARTBEAT_EVERY_S = 2.0
+# Workers start fresh rather than forking a process whose other threads may hold locks.
+_SPAWN = multiprocessing.get_context("spawn")
+# Only these resource managers carry commits, aborts and restore points; pg_waldump filters
+# before formatting, so the output stays small however busy the WAL is.
+_EVENT_RMGRS = ("--rmgr=Transaction", "--rmgr=XLOG")
+
+
+@dataclass(frozen=True)
+class ArchivedSegment:
+    path: Path
+    name: str  # the 24-character segment name, without .partial or a compression suffix
+    timeline: int
+    segno: int
+    partial: bool
+    compression: str | None
+
+
+@dataclass(frozen=True)
+class ArchiveListing:
+    segments: list[ArchivedSegment]
+    histories: dict[int, TimelineHistory]
+
+    def find(self, timeline: int, segno: int) -> ArchivedSegment | None:
+        """The best copy of a segment: complete before .partial, plain before compressed."""
+        copies = [s for s in self.segments if s.timeline == timeline and s.segno == segno]
+        return min(copies, key=lambda s: (s.partial, s.compression is not None), default=None)
+
+
+@dataclass(frozen=True)
+class _SegmentJob:
+    segment: ArchivedSegment
+    successor: ArchivedSegment | None
+    key: SegmentKey
+
+
+@dataclass(frozen=True)
+class _SegmentOutcome:
+    """What a worker process hands back: a failure is returned, not raised, so every other
+    segment still gets indexed (and kept for next time)."""
+
+    events: int
+    failure: DrillError | None = None
+
+
+class IndexRequest(BaseModel):
+    wal_archive: str
+
+
+class IndexProgress(BaseModel):
+    segments_total: int = 0
+    segments_to_index: int = 0
+    segments_indexed: int = 0
+    events_indexed: int = 0
+
+
+class IndexResult(BaseModel):
+    segments: int  # in the archive now
+    segments_indexed: int  # read by pg_waldump in this run (the rest were already indexed)
+    events_indexed: int
+    bytes_indexed: int
+    seconds: float
+    timelines: list[TimelineHistory]
+
+
+class PredictRequest(BaseModel):
+    wal_archive: str
+    target: ResolvedTarget
+    backup: BaseBackup
+
+
+def list_archive(archive: Path, segment_size: int = DEFAULT_WAL_SEGMENT_SIZE) -> ArchiveListing:
+    segments, histories = [], {}
+    for entry in sorted(os.scandir(archive), key=lambda e: e.name):
+        if match := _SEGMENT_FILE.match(entry.name):
+            timeline, segno = parse_segment_name(match.group("name"), segment_size)
+            segments.append(ArchivedSegment(
+                path=Path(entry.path), name=match.group("name"), timeline=timeline, segno=segno,
+                partial=bool(match.group("partial")), compression=match.group("compression"),
+            ))
+        elif match := _HISTORY_FILE.match(entry.name):
+            timeline = int(match.group("timeline"), 16)
+            histories[timeline] = parse_history(Path(entry.path).read_text(), timeline)
+    return ArchiveListing(segments, histories)
+
+
+def _decompressed_bytes(segment: ArchivedSegment, limit: int | None = None) -> bytes:
+    """The segment's bytes (the first `limit` only, if given); unreadable or undecodable data
+    is WAL_CORRUPT naming the segment."""
+    try:
+        if segment.compression in _CLI_DECOMPRESSORS:
+            return _cli_decompressed(_CLI_DECOMPRESSORS[segment.compression], segment.path, limit)
+        opener = gzip.open if segment.compression == ".gz" else open
+        with opener(segment.path, "rb") as stream:
+            return stream.read(-1 if limit is None else limit)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DrillError(ErrorCode.WAL_CORRUPT,
+                         f"segment {segment.path.name} cannot be read: {exc}") from exc
+
+
+def _cli_decompressed(tool: str, path: Path, limit: int | None) -> bytes:
+    if limit is None:
+        done = subprocess.run([tool, "-dcq", str(path)], capture_output=True)
+        if done.returncode != 0:
+            raise OSError(f"{tool}: {done.stderr.decode(errors='replace').strip()}")
+        return done.stdout
+    with subprocess.Popen([tool, "-dcq", str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as process:
+        assert process.stdout is not None
+        head = process.stdout.read(limit)
+        process.kill()  # the rest is not needed
+    return head
+
+
+def _checksum(path: Path) -> str:
+    crc = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def _key(segment: ArchivedSegment) -> SegmentKey:
+    return SegmentKey(segment.timeline, segment.path.name, segment.path.stat().st_size,
+                      _checksum(segment.path))
+
+
+class WalIndexer:
+    def __init__(self, runtime: PostgresRuntime, store: CommitStore,
+                 scratch_root: Path | None = None, parallelism: int | None = None,
+                 segment_size: int = DEFAULT_WAL_SEGMENT_SIZE) -> None:
+        self._runtime = runtime
+        self._store = store
+        self._scratch_root = scratch_root
+        self._parallelism = parallelism or os.cpu_count() or 1
+        self._segment_size = segment_size
+
+    # --- plain methods ---------------------------------------------------------------------
+
+    def index(self, archive: Path,
+              on_progress: Callable[[IndexProgress], None] = lambda _: None) -> IndexResult:
+        """Index every segment of the archive not indexed yet, in parallel."""
+        started = time.perf_counter()
+        listing = list_archive(archive, self._segment_size)
+        with ThreadPoolExecutor(self._parallelism) as threads:  # crc32 releases the GIL
+            keys = list(threads.map(_key, listing.segments))
+        jobs = [_SegmentJob(s, listing.find(s.timeline, s.segno + 1), k)
+                for s, k in zip(listing.segments, keys) if self._needs_index(listing, s, k)]
+        progress = IndexProgress(segments_total=len(keys), segments_to_index=len(jobs))
+        failures = []
+        with ProcessPoolExecutor(self._parallelism, mp_context=_SPAWN) as processes:
+            # Every job runs even after a failure: each segment indexed is kept for next time.
+            for outcome in processes.map(self._index_job, jobs):
+                progress.segments_indexed += 1
+                progress.events_indexed += outcome.events
+                failures += [outcome.failure] if outcome.failure else []
+                on_progress(progress)
+        if failures:
+            raise DrillError(failures[0].code, "; ".join(f.message for f in failures))
+        self._store.set_archive_segments(str(archive.resolve()), keys)
+        return IndexResult(
+            segments=len(keys), segments_indexed=len(jobs), events_indexed=progress.events_indexed,
+            bytes_indexed=sum(job.key.size for job in jobs),
+            seconds=time.perf_counter() - started, timelines=list(listing.histories.values()),
+        )
+
+    def predict(self, archive: Path, target: ResolvedTarget, backup: BaseBackup) -> Prediction:
+        """Where recovery from `backup` to `target` stops, from the index of `archive`."""
+        listing = list_archive(archive, self._segment_size)
+        history = choose_timeline(target.timeline, backup.timeline, listing.histories)
+        events = on_timeline(self.events(archive), history)
+        record = None
+        if target.mode == "lsn":
+            assert target.lsn is not None
+            record = self.record_at(listing, history, parse_lsn(target.lsn))
+        return predict_stop(events, target, backup, record)
+
+    def events(self, archive: Path) -> list[WalEvent]:
+        """Every indexed event of the archive's segments as of its last indexing, WAL order."""
+        return self._store.archive_events(str(archive.resolve()))
+
+    def record_at(self, listing: ArchiveListing, history: TimelineHistory,
+                  lsn: int) -> WalRecord | None:
+        """The first record of any kind starting at or after `lsn` (None: the archive ends
+        first). Reads the segment holding `lsn` and the two after it, if archived."""
+        timeline = history.timeline_at(lsn)
+        first = lsn // self._segment_size
+        copies = [listing.find(timeline, segno) for segno in range(first, first + 3)]
+        if copies[0] is None:
+            return None
+        with self._scratch() as scratch:
+            for segment in filter(None, copies):
+                self._materialize(segment, scratch)
+            output = self._waldump(scratch, timeline, f"--start={format_lsn(lsn)}", "--limit=1")
+        records = parse_records(output.stdout, self._segment_size)
+        return records[0] if records else None
+
+    # --- Temporal activities -----------------------------------------------------------------
+
+    @activity.defn(name="index_wal_archive")
+    @domain_errors
+    def index_wal_archive(self, request: IndexRequest) -> IndexResult:
+        last_beat = 0.0
+
+        def beat(progress: IndexProgress) -> None:
+            nonlocal last_beat
+            if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
+                activity.heartbeat(progress)
+                last_beat = time.monotonic()
+
+        return self.index(Path(request.wal_archive), beat)
+
+    @activity.defn(name="predict_recovery_stop")
+    @domain_errors
+    def predict_recovery_stop(self, request: PredictRequest) -> Prediction:
+        return self.predict(Path(request.wal_archive), request.target, request.backup)
+
+    # --- one segment -----------------------------------------------------------------------
+
+    def _needs_index(self, listing: ArchiveListing, segment: ArchivedSegment,
+                     key: SegmentKey) -> bool:
+        tail_open = self._store.tail_open(key)
+        if tail_open is None:
+            return True
+        # Indexed before its successor was archived: a record crossing into it is missing.
+        return tail_open and listing.find(segment.timeline, segment.segno + 1) is not None
+
+    def _index_job(self, job: _SegmentJob) -> _SegmentOutcome:
+        try:
+            return _SegmentOutcome(self._index_segment(job.segment, job.successor, job.key))
+        except DrillError as error:
+            return _SegmentOutcome(0, error)
+
+    def _index_segment(self, segment: ArchivedSegment, successor: ArchivedSegment | None,
+                       key: SegmentKey) -> int:
+        start = segment.segno * self._segment_size
+        end = start + self._segment_size
+        with self._scratch() as scratch:
+            self._materialize(segment, scratch, expect_full=not segment.partial)
+            if successor is not None:
+                header = _decompressed_bytes(successor, LONG_PAGE_HEADER)
+                crossing_end = continuation_end(end, header, self._segment_size)
+                if crossing_end is not None:
+                    self._materialize(successor, scratch, limit=crossing_end - end)
+                    end = crossing_end
+            output = self._waldump(scratch, segment.timeline, *_EVENT_RMGRS,
+                                   f"--start={format_lsn(start)}", f"--end={format_lsn(end)}")
+        if output.returncode != 0 and not segment.partial:
+            raise DrillError(
+                ErrorCode.WAL_CORRUPT,
+                f"segment {segment.path.name} is unreadable: {output.stderr.strip()}",
+            )
+        # A .partial segment's error is its end of WAL: the records before it are all valid.
+        events = parse_waldump(output.stdout, segment.timeline, segment.path.name,
+                               self._segment_size)
+        self._store.record_segment(key, events, tail_open=successor is None)
+        return len(events)
+
+    def _waldump(self, directory: Path, timeline: int, *args: str) -> subprocess.CompletedProcess:
+        # pg_waldump prints commit times in its own TZ; the parser accepts only UTC.
+        output = self._runtime.run(
+            "pg_waldump", f"--path={directory}", f"--timeline={timeline}", *args,
+            check=False, env={"TZ": "UTC"},
+        )
+        if _PERMISSION_DENIED in output.stderr:
+            raise PermissionError(
+                f"pg_waldump, run as {self._runtime.os_user}, cannot read what it needs in "
+                f"{directory}: {output.stderr.strip()}; the archive and the scratch directory "
+                "must be readable by that user"
+            )
+        return output
+
+    @contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """A private directory the server user owns, outside the archive, removed after."""
+        directory = Path(tempfile.mkdtemp(prefix="pitrdrill-waldump-", dir=self._scratch_root))
+        try:
+            self._runtime.make_private_dir(directory)
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _materialize(self, segment: ArchivedSegment, directory: Path,
+                     limit: int | None = None, expect_full: bool = False) -> None:
+        """Put the segment under its plain name in `directory`: linked when stored plain,
+        else decompressed (only the first `limit` bytes, rounded up to whole pages)."""
+        target = directory / segment.name
+        if segment.compression is None:
+            target.symlink_to(segment.path.resolve())
+            return
+        wanted = None if limit is None else -(-limit // WAL_PAGE_SIZE) * WAL_PAGE_SIZE
+        data = _decompressed_bytes(segment, wanted)
+        if expect_full and len(data) != self._segment_size:
+            raise DrillError(
+                ErrorCode.WAL_CORRUPT,
+                f"segment {segment.path.name} decompresses to {len(data)} bytes, "
+                f"not {self._segment_size}",
+            )
+        target.write_bytes(data)
+        self._runtime.give(target)
+
