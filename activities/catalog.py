@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from temporalio import activity
-
-from activities.boundary import domain_errors
-from activities.contracts import BackupCatalog, CatalogRequest
 from domain.catalog import BaseBackup, describe_backup, parse_label_fields
 from domain.errors import DrillError, ErrorCode
-
+from domain.spec import FilesystemSource
 
 def _read(path: Path) -> str | None:
     try:
@@ -19,14 +15,12 @@ def _read(path: Path) -> str | None:
     except FileNotFoundError:
         return None
 
-
 def _tree_size(path: Path) -> int:
     return sum(
         os.lstat(os.path.join(root, name)).st_size
         for root, _, files in os.walk(path)
         for name in files
     )
-
 
 def _history_files(wal_archive: Path) -> dict[str, str]:
     """Backup history files (*.backup) by their START WAL LOCATION line, as backup_label has it."""
@@ -37,8 +31,10 @@ def _history_files(wal_archive: Path) -> dict[str, str]:
             found[start] = text
     return found
 
-
 class FilesystemCatalog:
+    def backups(self, source: FilesystemSource) -> list[BaseBackup]:
+        return self.read(Path(source.base_backups), Path(source.wal_archive))
+
     @staticmethod
     def read(source_backups: Path, wal_archive: Path) -> list[BaseBackup]:
         if not source_backups.is_dir():
@@ -61,11 +57,3 @@ class FilesystemCatalog:
                 histories.get(start), _tree_size(path),
             ))
         return backups
-
-    @activity.defn(name="list_base_backups")
-    @domain_errors
-    def list_base_backups(self, request: CatalogRequest) -> BackupCatalog:
-        source = request.source
-        return BackupCatalog(
-            backups=self.read(Path(source.base_backups), Path(source.wal_archive))
-        )

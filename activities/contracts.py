@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from domain.catalog import BaseBackup
 from domain.report import CheckResult, Recovered
-from domain.spec import Check, FilesystemSource
+from domain.spec import Check
 from domain.targets import ResolvedTarget, TargetSpec
 
 
@@ -19,14 +19,6 @@ class ResolveTargetRequest(BaseModel):
 class ResolveTargetResult(BaseModel):
     target: ResolvedTarget
     seconds: float
-
-
-class CatalogRequest(BaseModel):
-    source: FilesystemSource
-
-
-class BackupCatalog(BaseModel):
-    backups: list[BaseBackup]
 
 
 class SandboxRequest(BaseModel):

@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
-from temporalio import activity
 
-from activities.boundary import domain_errors
 from activities.commit_store import CommitStore, SegmentKey
 from activities.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup
@@ -63,7 +61,6 @@ _CLI_DECOMPRESSORS = {".zst": "zstd", ".lz4": "lz4"}
 _CHUNK = 1 << 20
 # Not corruption: the archive or the scratch directory is closed to the server user.
 _PERMISSION_DENIED = "Permission denied"
-_HEARTBEAT_EVERY_S = 2.0
 # Workers start fresh rather than forking a process whose other threads may hold locks.
 _SPAWN = multiprocessing.get_context("spawn")
 # Only these resource managers carry commits, aborts and restore points; pg_waldump filters
@@ -108,10 +105,6 @@ class _SegmentOutcome:
     failure: DrillError | None = None
 
 
-class IndexRequest(BaseModel):
-    wal_archive: str
-
-
 class IndexProgress(BaseModel):
     segments_total: int = 0
     segments_to_index: int = 0
@@ -126,12 +119,6 @@ class IndexResult(BaseModel):
     bytes_indexed: int
     seconds: float
     timelines: list[TimelineHistory]
-
-
-class PredictRequest(BaseModel):
-    wal_archive: str
-    target: ResolvedTarget
-    backup: BaseBackup
 
 
 def list_archive(archive: Path, segment_size: int = DEFAULT_WAL_SEGMENT_SIZE) -> ArchiveListing:
@@ -259,26 +246,6 @@ class WalIndexer:
             output = self._waldump(scratch, timeline, f"--start={format_lsn(lsn)}", "--limit=1")
         records = parse_records(output.stdout, self._segment_size)
         return records[0] if records else None
-
-    # --- Temporal activities -----------------------------------------------------------------
-
-    @activity.defn(name="index_wal_archive")
-    @domain_errors
-    def index_wal_archive(self, request: IndexRequest) -> IndexResult:
-        last_beat = 0.0
-
-        def beat(progress: IndexProgress) -> None:
-            nonlocal last_beat
-            if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
-                activity.heartbeat(progress)
-                last_beat = time.monotonic()
-
-        return self.index(Path(request.wal_archive), beat)
-
-    @activity.defn(name="predict_recovery_stop")
-    @domain_errors
-    def predict_recovery_stop(self, request: PredictRequest) -> Prediction:
-        return self.predict(Path(request.wal_archive), request.target, request.backup)
 
     # --- one segment -----------------------------------------------------------------------
 

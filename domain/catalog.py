@@ -117,16 +117,11 @@ def _reaches(backup: BaseBackup, target: ResolvedTarget) -> bool:
             return True
 
 
-def choose_base_backup(backups: list[BaseBackup], target: ResolvedTarget) -> BaseBackup:
-    """The newest backup whose consistency point comes before the target.
-
-    An xid or restore point gives no position by itself: start from the oldest backup, which
-    precedes it if any does (the WAL index narrows this to the newest that does).
-    """
+def candidate_backups(backups: list[BaseBackup], target: ResolvedTarget) -> list[BaseBackup]:
+    """Backups that may reach the target, newest first. xid and restore point targets name no
+    position by themselves: every backup is a candidate until the WAL index rules it out."""
     if not backups:
         raise DrillError(ErrorCode.NO_BASE_BACKUP, "the backup source holds no base backup")
-    if target.mode in ("xid", "name"):
-        return min(backups, key=lambda b: parse_lsn(b.stop_lsn))
     usable = [b for b in backups if _reaches(b, target)]
     if not usable:
         oldest = min(backups, key=lambda b: parse_lsn(b.stop_lsn))
@@ -136,4 +131,4 @@ def choose_base_backup(backups: list[BaseBackup], target: ResolvedTarget) -> Bas
             f"target ({target.describe()}) is before the end of the oldest backup "
             f"{oldest.id} (ended at LSN {oldest.stop_lsn}, {ended})",
         )
-    return max(usable, key=lambda b: parse_lsn(b.stop_lsn))
+    return sorted(usable, key=lambda b: parse_lsn(b.stop_lsn), reverse=True)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from domain.catalog import BaseBackup
 from domain.errors import DrillError
+from domain.plan import DrillPlan
 from domain.targets import ResolvedTarget
 
 DrillStatus = Literal["verified", "failed", "rejected"]
@@ -39,11 +40,15 @@ class Recovered(BaseModel):
     last_commit_time: datetime | None = None
     stop_reason: str | None = None  # the server's own "recovery stopping ..." log line
     in_recovery: bool | None = None
+    matches_prediction: bool | None = None
 
 
 class Metrics(BaseModel):
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     target_resolution_seconds: float | None = None
+    plan_seconds: float | None = None
+    wal_segments: int = 0
+    wal_segments_indexed: int = 0
     bytes_restored: int = 0
     restore_mb_per_s: float | None = None
     wal_bytes_replayed: int = 0
@@ -62,6 +67,7 @@ class DrillReport(BaseModel):
     database: str
     target: ResolvedTarget | None = None
     base_backup: BaseBackup | None = None
+    plan: DrillPlan | None = None
     recovered: Recovered | None = None
     checks: list[CheckResult] = Field(default_factory=list)
     errors: list[ErrorEntry] = Field(default_factory=list)

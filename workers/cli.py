@@ -29,7 +29,8 @@ from domain.spec import DrillSpec
 from domain.targets import TargetSpec, recovery_settings, render_settings, resolve_target
 from workers import output, telemetry
 from workers.client import connect, start_embedded
-from workers.worker import WorkerSettings, build_worker
+from activities.planning import PlanRequest
+from workers.worker import WorkerSettings, build_planner, build_worker
 from workflows.drill import DrillProgress, DrillWorkflow
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -155,6 +156,24 @@ async def _target_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _plan(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    try:
+        target = resolve_target(spec.target, datetime.now(timezone.utc))
+        planned = build_planner(WorkerSettings.from_env()).plan(
+            PlanRequest(source=spec.source, target=target))
+    except DrillError as error:
+        raise _input_refusal(error) from error
+    if args.json:
+        print(json.dumps({"status": "planned", "target": target.model_dump(mode="json"),
+                          "plan": planned.plan.model_dump(mode="json"),
+                          "index": planned.index.model_dump(mode="json",
+                                                            exclude={"timelines"})}, indent=2))
+    else:
+        print(output.plan_text(target, planned))
+    return EXIT_OK
+
+
 async def _worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env()
     client = await _connect()
@@ -185,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a Temporal dev server and a worker in-process for this run")
     run.add_argument("--drill-id", help="workflow id; re-running with it re-attaches")
     run.set_defaults(handler=_drill_run)
+
+    plan = commands.add_parser(
+        "plan", help="pre-flight: the backup, and exactly where recovery will stop; restores nothing")
+    plan.add_argument("spec", help="drill spec, YAML or JSON ('-' for stdin)")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=_plan)
 
     target = commands.add_parser("target", help="recovery targets").add_subparsers(
         dest="target_command", required=True)

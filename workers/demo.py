@@ -56,9 +56,7 @@ def stage_incident(lab: Lab) -> dict:
 
 
 async def drill(spec: DrillSpec, sandboxes: Path):
-    settings = WorkerSettings.from_env()
-    settings = WorkerSettings(task_queue=settings.task_queue, sandbox_root=sandboxes,
-                              runtime=settings.runtime)
+    settings = WorkerSettings.from_env(sandbox_root=sandboxes, index_path=ROOT / "wal-index.sqlite")
     async with await start_embedded(ui=True) as env:
         say("  Temporal dev server up: watch the workflow at http://localhost:8233")
         async with build_worker(env.client, settings):

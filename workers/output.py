@@ -23,6 +23,26 @@ def target_text(target: ResolvedTarget, settings_text: str) -> str:
     return "\n".join(lines)
 
 
+def _commit(ref) -> str:
+    return "none" if ref is None else f"xid {ref.xid} at {ref.lsn}, {format_utc(ref.commit_time)}"
+
+
+def plan_text(target: ResolvedTarget, planned) -> str:
+    plan, predicted = planned.plan, planned.plan.predicted
+    lines = [f"target         {target.describe()}",
+             f"base backup    {plan.backup.id} (WAL {plan.backup.start_lsn} .. "
+             f"{plan.backup.stop_lsn}, {plan.backup.size_bytes / 1e6:.1f} MB)"]
+    lines += [f"  skipped      {s.backup_id}: {s.code}" for s in plan.skipped]
+    lines += [f"last kept      {_commit(predicted.last_kept)}",
+              f"first dropped  {_commit(predicted.first_dropped)}",
+              f"stops at       {predicted.replay_lsn or 'end of archive'} ({predicted.reason})"]
+    if predicted.tie:
+        lines.append(f"TIE            {predicted.tie.advice}")
+    lines.append(f"WAL index      {planned.index.segments} segments, "
+                 f"{planned.index.segments_indexed} newly indexed in {planned.index.seconds:.2f}s")
+    return "\n".join(lines)
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 

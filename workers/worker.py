@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,11 +13,14 @@ from temporalio.worker import Worker
 
 from activities.catalog import FilesystemCatalog
 from activities.checks import CheckActivities
+from activities.commit_store import CommitStore
 from activities.pg_runtime import PostgresRuntime
+from activities.planning import DrillPlanner
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
 from activities.targets import TargetActivities
+from activities.waldump import WalIndexer
 from workflows.drill import DrillWorkflow
 
 TASK_QUEUE = "pitrdrill"
@@ -26,16 +30,26 @@ TASK_QUEUE = "pitrdrill"
 class WorkerSettings:
     task_queue: str = TASK_QUEUE
     sandbox_root: Path = Path("/var/tmp/pitrdrill/sandboxes")
+    # The WAL index cache: never inside a backup repository or archive.
+    index_path: Path = Path("/var/tmp/pitrdrill/wal-index.sqlite")
     runtime: PostgresRuntime = PostgresRuntime()
     max_concurrent_activities: int = 16
 
     @classmethod
-    def from_env(cls) -> WorkerSettings:
-        return cls(
+    def from_env(cls, **overrides) -> WorkerSettings:
+        settings = cls(
             task_queue=os.environ.get("PITRDRILL_TASK_QUEUE", TASK_QUEUE),
             sandbox_root=Path(os.environ.get("PITRDRILL_SANDBOX_ROOT", str(cls.sandbox_root))),
+            index_path=Path(os.environ.get("PITRDRILL_INDEX", str(cls.index_path))),
             runtime=PostgresRuntime.from_env(),
         )
+        return dataclasses.replace(settings, **overrides)
+
+
+def build_planner(settings: WorkerSettings) -> DrillPlanner:
+    settings.index_path.parent.mkdir(parents=True, exist_ok=True)
+    store = CommitStore(settings.index_path)
+    return DrillPlanner(FilesystemCatalog(), WalIndexer(settings.runtime, store))
 
 
 def build_worker(client: Client, settings: WorkerSettings) -> Worker:
@@ -47,7 +61,7 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
         workflows=[DrillWorkflow],
         activities=[
             TargetActivities().resolve_target,
-            FilesystemCatalog().list_base_backups,
+            build_planner(settings).plan_drill,
             sandboxes.provision,
             sandboxes.teardown,
             RestoreActivities(runtime).restore_base_backup,

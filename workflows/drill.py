@@ -16,10 +16,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.catalog import FilesystemCatalog
     from activities.checks import CheckActivities
     from activities.contracts import (
-        CatalogRequest,
         ChecksRequest,
         ReplayRequest,
         ResolveTargetRequest,
@@ -27,13 +25,14 @@ with workflow.unsafe.imports_passed_through():
         Sandbox,
         SandboxRequest,
     )
+    from activities.planning import DrillPlanner, PlanRequest
     from activities.replay import ReplayActivities
     from activities.restore import RestoreActivities
     from activities.sandbox import SandboxActivities
     from activities.targets import TargetActivities
-    from domain.catalog import choose_base_backup
     from domain.errors import CATALOGUE, DrillError, ErrorCode, kind_of
     from domain.lsn import parse_lsn
+    from domain.plan import verify_prediction
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
     from domain.spec import DrillSpec
 
@@ -128,14 +127,18 @@ class DrillWorkflow:
             )
         report.target = resolved.target
         report.metrics.target_resolution_seconds = round(resolved.seconds, 6)
-        async with self._timed("choose_backup"):
-            catalog = await workflow.execute_activity_method(
-                FilesystemCatalog.list_base_backups,
-                CatalogRequest(source=spec.source),
-                start_to_close_timeout=timedelta(minutes=5),
+        async with self._timed("plan"):
+            planned = await workflow.execute_activity_method(
+                DrillPlanner.plan_drill,
+                PlanRequest(source=spec.source, target=resolved.target),
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=IO,
             )
-            report.base_backup = choose_base_backup(catalog.backups, resolved.target)
+        report.plan, report.base_backup = planned.plan, planned.plan.backup
+        report.metrics.plan_seconds = round(planned.seconds, 6)
+        report.metrics.wal_segments = planned.index.segments
+        report.metrics.wal_segments_indexed = planned.index.segments_indexed
 
     async def _restore(self, sandbox: Sandbox, report: DrillReport) -> None:
         assert report.base_backup is not None
@@ -165,6 +168,13 @@ class DrillWorkflow:
             )
         recovered: Recovered = replayed.recovered
         report.recovered = recovered
+        assert report.plan is not None
+        mismatch = verify_prediction(
+            report.plan.predicted, recovered.replay_lsn, recovered.last_commit_time
+        )
+        recovered.matches_prediction = mismatch is None
+        if mismatch is not None:
+            report.errors.append(ErrorEntry.from_error(mismatch))
         if recovered.replay_lsn:
             replayed_bytes = parse_lsn(recovered.replay_lsn) - parse_lsn(report.base_backup.start_lsn)
             report.metrics.wal_bytes_replayed = max(replayed_bytes, 0)

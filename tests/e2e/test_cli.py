@@ -34,7 +34,8 @@ def test_drill_run_embedded_json_verifies_and_exits_0(scenario: Scenario, work_r
     })
     sandboxes = work_root / "cli-sandboxes"
     done = pitrdrill("drill", "run", spec, "--embedded", "--json",
-                     env={"PITRDRILL_SANDBOX_ROOT": str(sandboxes)})
+                     env={"PITRDRILL_SANDBOX_ROOT": str(sandboxes),
+                          "PITRDRILL_INDEX": str(work_root / "cli-index.sqlite")})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "verified"

@@ -41,6 +41,11 @@ async def test_time_target_in_new_york_keeps_exactly_the_commits_before_it(
     assert report.checks[0].observed == kept.rows == 600
     assert report.recovered.last_commit_time == kept.commit_time
     assert f"transaction {dropped.xid}" in report.recovered.stop_reason
+    predicted = report.plan.predicted
+    assert (predicted.last_kept.xid, predicted.last_kept.commit_time) == (kept.xid, kept.commit_time)
+    assert predicted.first_dropped.xid == dropped.xid
+    assert predicted.replay_lsn == report.recovered.replay_lsn
+    assert report.recovered.matches_prediction is True
     assert report.base_backup.id == "first"
     assert report.metrics.bytes_restored > 0 and report.metrics.wal_bytes_replayed > 0
     assert report.metrics.validation_pass_rate == 1.0

@@ -17,6 +17,7 @@ async def verified(temporal_env, worker, scenario, target, rows, void=0):
     report = await drill(temporal_env, worker, scenario, target, rows_and_void(rows, void))
     assert report.status == "verified", (report.errors, report.checks)
     assert [c.observed for c in report.checks] == [rows, void]
+    assert report.recovered.matches_prediction is True
     return report
 
 

@@ -25,7 +25,9 @@ from activities.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
-from activities.waldump import IndexRequest, PredictRequest, WalIndexer, list_archive
+from activities.planning import DrillPlanner, PlanRequest
+from activities.waldump import WalIndexer, list_archive
+from domain.spec import FilesystemSource
 from domain.catalog import BaseBackup
 from domain.commits import WalEvent, end_before
 from domain.errors import DrillError, ErrorCode
@@ -220,18 +222,21 @@ def test_segments_leaving_and_joining_the_archive(scenario, indexed, runtime, sc
     assert indexer.events(archive) == shorter
 
 
-def test_the_activities_heartbeat_and_return_their_models(scenario, first, runtime, scratch):
-    indexer = indexer_for(runtime, scratch)
+def test_the_plan_activity_heartbeats_indexes_and_predicts_from_the_right_backup(
+        scenario, runtime, scratch):
+    planner = DrillPlanner(FilesystemCatalog(), indexer_for(runtime, scratch))
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])
-    archive = str(scenario.lab.wal_archive)
-    result = env.run(indexer.index_wal_archive, IndexRequest(wal_archive=archive))
-    assert beats[0].segments_total == result.segments == result.segments_indexed
-    request = PredictRequest(wal_archive=archive, backup=first,
-                             target=target("name", name=scenario.restore_point))
-    prediction = env.run(indexer.predict_recovery_stop, request)
-    assert prediction.replay_lsn == scenario.restore_point_lsn
+    planned = env.run(planner.plan_drill, PlanRequest(
+        source=FilesystemSource(base_backups=str(scenario.lab.base_backups),
+                                wal_archive=str(scenario.lab.wal_archive)),
+        target=target("name", name=scenario.restore_point)))
+    assert beats[0].segments_total == planned.index.segments == planned.index.segments_indexed
+    # The restore point lies inside backup `second`: the planner falls back to `first`.
+    assert planned.plan.backup.id == "first"
+    assert [s.backup_id for s in planned.plan.skipped] == ["second"]
+    assert planned.plan.predicted.replay_lsn == scenario.restore_point_lsn
 
 
 # One of each way recovery stops: before a commit, after one, before any record. The unit tests

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from domain.catalog import BaseBackup, choose_base_backup, describe_backup, parse_label_time
+from domain.catalog import BaseBackup, candidate_backups, describe_backup, parse_label_time
 from domain.errors import DrillError, ErrorCode
 from domain.targets import ResolvedTarget
 
@@ -56,34 +56,38 @@ def test_label_times_in_a_named_local_zone_are_refused_not_guessed():
         parse_label_time("2026-01-01 10:00:00 IST")  # India, Ireland or Israel?
 
 
-def test_choose_takes_the_newest_backup_that_ended_a_whole_second_before_the_target():
+def ids(backups, target) -> list[str]:
+    return [b.id for b in candidate_backups(backups, target)]
+
+
+def test_candidates_are_backups_that_ended_a_whole_second_before_the_target_newest_first():
     backups = [backup("old", "0/1000100", 1), backup("new", "0/5000100", 5)]
-    assert choose_base_backup(backups, time_target(6)).id == "new"
-    # Within the backup's last labelled second the end is uncertain: fall back to the older one.
-    assert choose_base_backup(backups, time_target(5, 999_999)).id == "old"
+    assert ids(backups, time_target(6)) == ["new", "old"]
+    # Within the backup's last labelled second the end is uncertain: only the older one.
+    assert ids(backups, time_target(5, 999_999)) == ["old"]
 
 
-def test_choose_by_lsn_compares_consistency_points():
+def test_lsn_candidates_compare_consistency_points():
     backups = [backup("old", "0/1000100", 1), backup("new", "0/5000100", 5)]
-    assert choose_base_backup(backups, ResolvedTarget(mode="lsn", lsn="0/5000100")).id == "new"
-    assert choose_base_backup(backups, ResolvedTarget(mode="lsn", lsn="0/50000FF")).id == "old"
+    assert ids(backups, ResolvedTarget(mode="lsn", lsn="0/5000100")) == ["new", "old"]
+    assert ids(backups, ResolvedTarget(mode="lsn", lsn="0/50000FF")) == ["old"]
 
 
-def test_xid_and_name_targets_start_from_the_oldest_backup_until_the_wal_index_says_more():
-    backups = [backup("new", "0/5000100", 5), backup("old", "0/1000100", 1)]
-    assert choose_base_backup(backups, ResolvedTarget(mode="xid", xid=900)).id == "old"
-    assert choose_base_backup(backups, ResolvedTarget(mode="name", name="x")).id == "old"
-    assert choose_base_backup(backups, ResolvedTarget(mode="latest")).id == "new"
+def test_positionless_targets_consider_every_backup_newest_first():
+    backups = [backup("old", "0/1000100", 1), backup("new", "0/5000100", 5)]
+    for target in (ResolvedTarget(mode="xid", xid=900), ResolvedTarget(mode="name", name="x"),
+                   ResolvedTarget(mode="latest"), ResolvedTarget(mode="immediate")):
+        assert ids(backups, target) == ["new", "old"]
 
 
 def test_target_before_every_backup_is_refused_with_the_oldest_backup_named():
     with pytest.raises(DrillError) as raised:
-        choose_base_backup([backup("old", "0/1000100", 1)], time_target(1))
+        candidate_backups([backup("old", "0/1000100", 1)], time_target(1))
     assert raised.value.code == ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP
     assert "old" in raised.value.message and "0/1000100" in raised.value.message
 
 
 def test_no_backup_at_all():
     with pytest.raises(DrillError) as raised:
-        choose_base_backup([], time_target(1))
+        candidate_backups([], time_target(1))
     assert raised.value.code == ErrorCode.NO_BASE_BACKUP

@@ -1,0 +1,365 @@
+"""pgBackRest as a backup source, against a real stanza of a real PostgreSQL 15 primary.
+
+The lab primary archives through `pgbackrest archive-push` into a repository whose path has a
+space, a quote and a percent sign, so every command line the adapter builds is proven quoted.
+Orders live in a tablespace, so the restore must remap it into the sandbox.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+
+import pytest
+
+from activities.pg_runtime import PostgresRuntime
+from activities.pg_server import PostgresServer, free_port
+from activities.pgbackrest import (
+    PgBackRest, PgBackRestBackup, PgBackRestRunner, PgBackRestSource, repository_options,
+    server_command,
+)
+from domain.catalog import candidate_backups, label_lsn, parse_label_fields, parse_label_time
+from domain.errors import DrillError, ErrorCode
+from domain.lsn import parse_lsn
+from domain.sandbox import isolation_settings
+from domain.targets import ResolvedTarget, recovery_settings
+from lab.lab import Lab, Marker
+from lab.workload import OrdersWorkload
+
+STANZA = "lab"
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArchivingPrimary(PostgresServer):
+    """The lab primary with its WAL archived by pgBackRest instead of the lab's cp."""
+
+    archive_command: str = ""
+
+    def start(self, settings: dict[str, str], wait: bool = True, timeout_s: int = 60) -> None:
+        super().start({**settings, "archive_command": self.archive_command}, wait, timeout_s)
+
+
+@dataclass
+class Stanza:
+    source: PgBackRestSource
+    runner: PgBackRestRunner
+    lab: Lab
+    root: Path
+    tablespace: Path
+    # pg_current_wal_insert_lsn() right before and right after each backup, by backup kind.
+    lsn_windows: dict[str, tuple[int, int]]
+    batches: list[Marker]
+
+
+def _pgbackrest(runner: PgBackRestRunner, source: PgBackRestSource, *args: str) -> str:
+    done = runner.run([*repository_options(source), *args])
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout
+
+
+def _backup(stanza: Stanza, kind: str, primary_options: list[str]) -> None:
+    before = stanza.lab.current_lsn()
+    _pgbackrest(
+        stanza.runner, stanza.source, *primary_options, f"--type={kind}", "--start-fast",
+        "--repo1-retention-full=2", "backup",
+    )
+    stanza.lsn_windows[kind] = (before, stanza.lab.current_lsn())
+
+
+@pytest.fixture(scope="module")
+def stanza(work_root: Path, runtime: PostgresRuntime) -> Iterator[Stanza]:
+    """orders (in a tablespace): 3 x 100 rows, full backup, 2 x 100 rows, incr backup,
+    3 x 100 rows (markers), everything archived."""
+    root = work_root / "pgbackrest"
+    try:
+        runtime.make_private_dir(root, 0o755)
+        repo = runtime.make_private_dir(root / "repo it's 100%", 0o750)
+        tablespace = runtime.make_private_dir(root / "tablespace")
+        source = PgBackRestSource(stanza=STANZA, repo_path=str(repo))
+        runner = PgBackRestRunner(os_user=runtime.os_user)
+        lab = Lab(root / "lab", runtime)
+        plain = lab.primary
+        lab.primary = ArchivingPrimary(
+            plain.runtime, plain.data_dir, plain.socket_dir, plain.port, plain.log_file,
+            archive_command=server_command([
+                runner.binary, *repository_options(source), f"--pg1-path={plain.data_dir}",
+                f"--lock-path={root / 'lock'}", "archive-push",
+            ]) + " %p",
+        )
+        primary_options = [
+            f"--pg1-path={plain.data_dir}", f"--pg1-socket-path={plain.socket_dir}",
+            f"--pg1-port={plain.port}", f"--lock-path={root / 'lock'}",
+        ]
+        with lab:
+            result = Stanza(source, runner, lab, root, tablespace, {}, [])
+            orders = OrdersWorkload(lab, "demo")
+            orders.create()
+            lab.sql(f"CREATE TABLESPACE archive_space LOCATION '{tablespace}'")
+            lab.sql("ALTER TABLE orders SET TABLESPACE archive_space", "demo")
+            orders.insert_batches(3, 100)
+            _pgbackrest(runner, source, *primary_options, "stanza-create")
+            # check takes no lock, and refuses --lock-path.
+            _pgbackrest(runner, source, *primary_options[:-1], "check")
+            _backup(result, "full", primary_options)
+            orders.insert_batches(2, 100)
+            _backup(result, "incr", primary_options)
+            # Backup stop times carry whole seconds: keep targets clear of the backup's last one.
+            time.sleep(1.1)
+            for _ in range(3):
+                result.batches.append(orders.insert_batch(100))
+                time.sleep(0.02)
+            lab.archive_all()
+            yield result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def adapter(runtime: PostgresRuntime) -> PgBackRest:
+    return PgBackRest(PgBackRestRunner(os_user=runtime.os_user), process_max=2)
+
+
+def _as_server_user(runtime: PostgresRuntime, command: str, cwd: Path) -> int:
+    """Run a restore_command line as PostgreSQL would: through sh, as the server user."""
+    as_user = {"user": runtime.os_user, "group": runtime.os_user} if runtime.as_root else {}
+    return subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, **as_user).returncode
+
+
+def _expanded(command: str, file_name: str, path: str) -> str:
+    """restore_command with PostgreSQL's %f, %p and %% expanded."""
+    return re.sub(r"%([fp%])", lambda m: {"f": file_name, "p": path, "%": "%"}[m[1]], command)
+
+
+def _history_file_name(backup: PgBackRestBackup) -> str:
+    """PostgreSQL's backup history file: <start segment>.<start offset in it>.backup"""
+    return f"{backup.wal_start}.{parse_lsn(backup.start_lsn) % WAL_SEGMENT_BYTES:08X}.backup"
+
+
+def _fetch_history(
+    adapter: PgBackRest, stanza: Stanza, runtime: PostgresRuntime, backup: PgBackRestBackup
+) -> dict[str, str]:
+    data_dir = stanza.lab.primary.data_dir
+    command = adapter.archive_get_command(stanza.source, data_dir)
+    fetched = stanza.root / "history.backup"
+    name = _history_file_name(backup)
+    assert _as_server_user(runtime, _expanded(command, name, str(fetched)), data_dir) == 0
+    fields = parse_label_fields(fetched.read_text())
+    fetched.unlink()
+    return fields
+
+
+def _repository_digest(repo: Path) -> dict[str, str]:
+    """sha256 of every file, and every directory, under the repository."""
+    digest = {}
+    for root, dirs, files in os.walk(repo):
+        for name in dirs:
+            digest[os.path.join(root, name)] = "directory"
+        for name in files:
+            digest[os.path.join(root, name)] = hashlib.sha256(
+                Path(root, name).read_bytes()
+            ).hexdigest()
+    return digest
+
+
+def test_list_backups_matches_pgbackrest_info_and_postgresql(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    backups = adapter.list_backups(stanza.source)
+    info = json.loads(_pgbackrest(stanza.runner, stanza.source, "--output=json", "info"))
+    entries = info[0]["backup"]
+
+    assert [(b.kind, b.prior) for b in backups] == [("full", None), ("incr", backups[0].id)]
+    assert [
+        (b.id, b.start_lsn, b.stop_lsn, b.wal_start, b.wal_stop, b.size_bytes, b.repo_size_bytes,
+         int(b.start_time.timestamp()), int(b.stop_time.timestamp()))
+        for b in backups
+    ] == [
+        (e["label"], e["lsn"]["start"], e["lsn"]["stop"], e["archive"]["start"],
+         e["archive"]["stop"], e["info"]["size"], e["info"]["repository"]["size"],
+         e["timestamp"]["start"], e["timestamp"]["stop"])
+        for e in entries
+    ]
+    for backup in backups:
+        assert backup.timeline == 1
+        assert backup.path == f"{stanza.source.repo_path}/backup/{STANZA}/{backup.id}"
+        assert backup.start_time.tzinfo == timezone.utc
+        before, after = stanza.lsn_windows[backup.kind]
+        assert before <= parse_lsn(backup.start_lsn) < parse_lsn(backup.stop_lsn) <= after
+        # PostgreSQL's own record of the backup, fetched through the sandbox restore_command.
+        history = _fetch_history(adapter, stanza, runtime, backup)
+        assert label_lsn(history["START WAL LOCATION"]) == backup.start_lsn
+        assert label_lsn(history["STOP WAL LOCATION"]) == backup.stop_lsn
+        assert history["START TIMELINE"] == "1"
+        assert backup.start_time <= parse_label_time(history["START TIME"])
+        assert parse_label_time(history["STOP TIME"]) <= backup.stop_time
+
+
+def _sandbox(runtime: PostgresRuntime, root: Path) -> tuple[Path, PostgresServer]:
+    runtime.make_private_dir(root, 0o755)
+    for name, text in (("pg_hba.conf", "local all all trust\n"), ("pg_ident.conf", "")):
+        (root / name).write_text(text)
+        runtime.give(root / name)
+    return root, PostgresServer(
+        runtime=runtime, data_dir=runtime.make_private_dir(root / "data"),
+        socket_dir=runtime.make_private_dir(root / "socket"), port=free_port(),
+        log_file=root / "postgres.log",
+    )
+
+
+def _expected_restored_bytes(stanza: Stanza, backup: PgBackRestBackup, data_dir: Path) -> int:
+    """Everything in the backup but tablespace_map: pgBackRest makes the pg_tblspc links itself."""
+    [link] = (data_dir / "pg_tblspc").iterdir()
+    return backup.size_bytes - len(f"{link.name} {stanza.tablespace}\n")
+
+
+def _processes_naming(path: Path) -> list[str]:
+    """Live processes with `path` on their command line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _wait_paused(server: PostgresServer, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    with server.connect() as conn:
+        while conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] != "paused":
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
+
+
+def test_restored_incremental_recovers_to_a_time_target_without_writing_to_the_repository(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    repo_before = _repository_digest(Path(stanza.source.repo_path))
+    kept, dropped = stanza.batches[0], stanza.batches[1]
+    target = ResolvedTarget(mode="time", utc=dropped.commit_time.astimezone(timezone.utc))
+    backups = adapter.list_backups(stanza.source)
+    candidates = candidate_backups(backups, target)
+    # Newest first: the incremental, resting on the full backup.
+    assert [b.id for b in candidates] == [backups[1].id, backups[0].id]
+    chosen = candidates[0]
+
+    sandbox, server = _sandbox(runtime, stanza.root / "sandbox")
+    try:
+        restored = adapter.restore(stanza.source, chosen, server.data_dir, sandbox)
+        settings = {
+            **isolation_settings(str(sandbox), str(server.socket_dir), server.port, "pgbackrest"),
+            "restore_command": adapter.archive_get_command(stanza.source, server.data_dir),
+            **recovery_settings(target),
+        }
+        try:
+            server.start(settings)
+        except subprocess.CalledProcessError:
+            pytest.fail(f"the sandbox server did not start: {server.log_tail()}")
+        _wait_paused(server)
+        with server.connect("demo") as conn:
+            rows = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+            last_commit = conn.execute("SELECT pg_last_xact_replay_timestamp()").fetchone()[0]
+        tablespace_links = list((server.data_dir / "pg_tblspc").iterdir())
+        verification = adapter.verify(stanza.source)
+    finally:
+        server.stop("immediate")
+
+    assert (rows, last_commit) == (kept.rows, kept.commit_time)
+    assert [link.resolve().parent for link in tablespace_links] == [sandbox / "tablespaces"]
+    assert restored.bytes_restored == _expected_restored_bytes(stanza, chosen, server.data_dir)
+    assert [(v.label, v.ok) for v in verification.backups] == [(b.id, True) for b in backups]
+    assert all(archive.ok for archive in verification.archives)
+    assert _repository_digest(Path(stanza.source.repo_path)) == repo_before
+
+
+def test_restore_cut_short_by_its_timeout_is_finished_by_a_retry(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    full = adapter.list_backups(stanza.source)[0]
+    sandbox, server = _sandbox(runtime, stanza.root / "retry")
+    impatient = PgBackRest(
+        PgBackRestRunner(os_user=runtime.os_user, beat_every_s=0.05), process_max=2, timeout_s=0.3
+    )
+    beats = []
+    with pytest.raises(DrillError) as cut_short:
+        impatient.restore(stanza.source, full, server.data_dir, sandbox, lambda: beats.append(1))
+    assert cut_short.value.code == ErrorCode.RESTORE_FAILED
+    assert len(beats) >= 4
+    assert _processes_naming(server.data_dir) == []
+    # pgBackRest restores pg_control last: a server could not have started this directory.
+    assert not (server.data_dir / "global" / "pg_control").exists()
+
+    finished = adapter.restore(stanza.source, full, server.data_dir, sandbox)
+    assert finished.bytes_restored == _expected_restored_bytes(stanza, full, server.data_dir)
+
+
+def _rewrite_compressed(path: Path, change: Callable[[bytes], bytes]) -> None:
+    """Change what a repository file holds, keeping it a valid gzip file: damage only a
+    checksum can find."""
+    path.write_bytes(gzip.compress(change(gzip.decompress(path.read_bytes()))))
+
+
+def test_verify_names_the_corrupt_backup_and_segment(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    damaged = stanza.root / "damaged repo"
+    shutil.copytree(stanza.source.repo_path, damaged, symlinks=True)
+    backups = adapter.list_backups(stanza.source)
+    _rewrite_compressed(
+        damaged / "backup" / STANZA / backups[0].id / "pg_data" / "PG_VERSION.gz",
+        lambda text: text.replace(b"15", b"16"),
+    )
+    _rewrite_compressed(
+        next((damaged / "archive" / STANZA).glob(f"*/*/{backups[1].wal_start}-*.gz")),
+        lambda wal: wal[:-1] + bytes([wal[-1] ^ 0xFF]),
+    )
+    runtime.give(damaged, recursive=True)
+
+    verification = adapter.verify(stanza.source.model_copy(update={"repo_path": str(damaged)}))
+    shutil.rmtree(damaged)
+
+    # The incremental backup keeps the full backup's unchanged files by reference.
+    assert [(v.label, v.status, v.files_checked - v.files_valid) for v in verification.backups] == [
+        (backups[0].id, "invalid", 1), (backups[1].id, "invalid", 1),
+    ]
+    assert [(a.archive_id, a.wal_checked - a.wal_valid) for a in verification.archives] == [
+        ("15-1", 1),
+    ]
+
+
+def test_archive_get_of_a_segment_the_archive_lacks_fails(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    data_dir = stanza.lab.primary.data_dir
+    command = adapter.archive_get_command(stanza.source, data_dir)
+    fetched = stanza.root / "never"
+    assert _as_server_user(runtime, _expanded(command, "0000000100000000000000FF", str(fetched)),
+                           data_dir) != 0
+    assert not fetched.exists()
+
+
+def test_unknown_stanza_and_backup_are_typed_errors(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    missing = stanza.source.model_copy(update={"stanza": "nope"})
+    with pytest.raises(DrillError) as listed:
+        adapter.list_backups(missing)
+    assert listed.value.code == ErrorCode.NO_BASE_BACKUP
+
+    backup = adapter.list_backups(stanza.source)[0].model_copy(update={"id": "20000101-000000F"})
+    sandbox, server = _sandbox(runtime, stanza.root / "unknown")
+    with pytest.raises(DrillError) as restored:
+        adapter.restore(stanza.source, backup, server.data_dir, sandbox)
+    assert restored.value.code == ErrorCode.RESTORE_FAILED
