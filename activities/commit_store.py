@@ -10,6 +10,7 @@ journal mode, one connection per call, every write one transaction.
 from __future__ import annotations
 
 import sqlite3
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ CREATE TABLE IF NOT EXISTS archive_segments (
     archive TEXT NOT NULL,
     segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     PRIMARY KEY (archive, segment_id)
+);
+-- What finished drills measured, for the next plans' duration estimates.
+CREATE TABLE IF NOT EXISTS drill_throughput (
+    recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    restore_mb_per_s REAL NOT NULL,
+    replay_mb_per_s REAL NOT NULL
 );
 """
 
@@ -134,3 +141,16 @@ class CommitStore:
             for kind, timeline, start, end, xid, stamp, name, file_name in rows
         ]
 
+    def record_throughput(self, restore_mb_per_s: float, replay_mb_per_s: float) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT INTO drill_throughput (restore_mb_per_s, replay_mb_per_s) "
+                         "VALUES (?, ?)", (restore_mb_per_s, replay_mb_per_s))
+
+    def recent_throughput(self, drills: int = 10) -> tuple[float, float] | None:
+        """Median restore and replay MB/s of the last drills (None before the first)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT restore_mb_per_s, replay_mb_per_s FROM drill_throughput "
+                                "ORDER BY rowid DESC LIMIT ?", (drills,)).fetchall()
+        if not rows:
+            return None
+        return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)

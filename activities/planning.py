@@ -1,6 +1,6 @@
-"""Planning as one activity: read the catalog, bring the WAL index up to date, and predict the
-stop from the newest backup that reaches the target. Reads backups and archive; writes only the
-index cache, which lives outside both."""
+"""Planning as one activity: read the catalog, bring the WAL index up to date, and decide the
+backup and the exact stop, refusing with a typed error when the archive cannot get there.
+Reads backups and archive; writes only the index cache, which lives outside both."""
 
 from __future__ import annotations
 
@@ -12,18 +12,47 @@ from temporalio import activity
 
 from activities.boundary import domain_errors
 from activities.catalog import FilesystemCatalog
+from activities.commit_store import CommitStore
 from activities.log import drill_log
-from activities.waldump import IndexProgress, IndexResult, WalIndexer
-from domain.plan import DrillPlan, plan_recovery
-from domain.spec import FilesystemSource
+from activities.pg_runtime import PostgresRuntime
+from activities.waldump import IndexProgress, IndexResult, WalIndexer, list_archive
+from domain.catalog import BaseBackup
+from domain.commits import Prediction, choose_timeline, on_timeline
+from domain.continuity import WalBreak, diverged, first_break, require_timeline
+from domain.errors import DrillError, ErrorCode
+from domain.lsn import parse_lsn
+from domain.plan import (
+    DrillPlan,
+    PlanOptions,
+    check_budget,
+    estimate_seconds,
+    plan_with_fallback,
+    restorable_window,
+)
+from domain.report import Metrics
+from domain.spec import DrillSpec, FilesystemSource
 from domain.targets import ResolvedTarget
 
 _HEARTBEAT_EVERY_S = 2.0
+# Until this machine has measured a drill: deliberately modest rates, so budgets err safe.
+DEFAULT_RESTORE_MB_PER_S = 50.0
+DEFAULT_REPLAY_MB_PER_S = 20.0
 
 
 class PlanRequest(BaseModel):
     source: FilesystemSource
     target: ResolvedTarget
+    options: PlanOptions = PlanOptions()
+    budget_seconds: float | None = None
+
+    @classmethod
+    def for_spec(cls, spec: DrillSpec, target: ResolvedTarget) -> PlanRequest:
+        return cls(
+            source=spec.source, target=target,
+            options=PlanOptions(verify_backup=spec.verify_backup,
+                                fallback=spec.automatic_fallback()),
+            budget_seconds=spec.budget.max_seconds if spec.budget else None,
+        )
 
 
 class PlanResult(BaseModel):
@@ -32,20 +61,81 @@ class PlanResult(BaseModel):
     seconds: float
 
 
+class IndexedArchive:
+    """The domain's ArchiveView over one indexed archive directory."""
+
+    def __init__(self, indexer: WalIndexer, runtime: PostgresRuntime, archive: Path,
+                 indexed: IndexResult, timeline: str) -> None:
+        self._indexer, self._runtime, self._archive = indexer, runtime, archive
+        self._listing = list_archive(archive)
+        self._timeline = timeline
+        # A .partial segment is never fetched by restore_command under its plain name.
+        self.present = {(s.timeline, s.segno) for s in self._listing.segments if not s.partial}
+        self._corrupt = {(c.timeline, c.segno): c.problem for c in indexed.corrupt}
+
+    def _history(self, backup: BaseBackup):
+        return choose_timeline(self._timeline, backup.timeline, self._listing.histories)
+
+    def histories(self):
+        return self._listing.histories
+
+    def wal_break(self, backup: BaseBackup) -> WalBreak | None:
+        return first_break(self._history(backup), backup.start_lsn, self.present, self._corrupt)
+
+    def predict(self, backup: BaseBackup, target: ResolvedTarget,
+                before: WalBreak | None) -> Prediction:
+        until = None if before is None else parse_lsn(before.lsn)
+        try:
+            return self._indexer.predict(self._archive, target, backup, until)
+        except DrillError as error:
+            if error.code in (ErrorCode.UNKNOWN_XID, ErrorCode.UNKNOWN_RESTORE_POINT):
+                elsewhere = diverged(self._indexer.events(self._archive),
+                                     self._history(backup), target)
+                raise elsewhere or error from None
+            raise
+
+    def commits_between(self, backup: BaseBackup, after_lsn: str,
+                        through_lsn: str | None) -> int:
+        after, through = parse_lsn(after_lsn), through_lsn and parse_lsn(through_lsn)
+        events = on_timeline(self._indexer.events(self._archive), self._history(backup))
+        return sum(1 for e in events if e.is_commit and e.start > after
+                   and (through is None or e.start <= through))
+
+    def verify(self, backup: BaseBackup) -> DrillError | None:
+        """pg_verifybackup against the backup's manifest (WAL is checked by the index)."""
+        if not backup.has_manifest:
+            return None
+        verified = self._runtime.run("pg_verifybackup", "--no-parse-wal", "--quiet",
+                                     backup.path, check=False)
+        if verified.returncode == 0:
+            return None
+        return DrillError(ErrorCode.BACKUP_CORRUPT,
+                          f"backup {backup.id} fails pg_verifybackup: "
+                          f"{(verified.stdout + verified.stderr).strip()[:800]}")
+
+
 class DrillPlanner:
-    def __init__(self, catalog: FilesystemCatalog, indexer: WalIndexer) -> None:
+    def __init__(self, catalog: FilesystemCatalog, indexer: WalIndexer,
+                 runtime: PostgresRuntime, store: CommitStore) -> None:
         self._catalog = catalog
         self._indexer = indexer
+        self._runtime = runtime
+        self._store = store
 
     def plan(self, request: PlanRequest, on_progress=lambda _: None) -> PlanResult:
         started = time.perf_counter()
-        archive = Path(request.source.wal_archive)
+        archive_dir = Path(request.source.wal_archive)
         backups = self._catalog.backups(request.source)
-        indexed = self._indexer.index(archive, on_progress)
-        plan = plan_recovery(
-            backups, request.target,
-            lambda backup: self._indexer.predict(archive, request.target, backup),
-        )
+        indexed = self._indexer.index(archive_dir, on_progress)
+        archive = IndexedArchive(self._indexer, self._runtime, archive_dir, indexed,
+                                 request.target.timeline)
+        require_timeline(request.target.timeline, archive.histories(), archive.present)
+        plan = plan_with_fallback(backups, request.target, archive, request.options)
+        plan.window = restorable_window(backups, archive)
+        rates = self._store.recent_throughput() or (
+            DEFAULT_RESTORE_MB_PER_S, DEFAULT_REPLAY_MB_PER_S)
+        plan.estimate_seconds = estimate_seconds(plan, *rates)
+        check_budget(plan, request.budget_seconds)
         return PlanResult(plan=plan, index=indexed, seconds=time.perf_counter() - started)
 
     @activity.defn(name="plan_drill")
@@ -64,3 +154,9 @@ class DrillPlanner:
                          predicted_replay_lsn=result.plan.predicted.replay_lsn,
                          segments_indexed=result.index.segments_indexed)
         return result
+
+    @activity.defn(name="record_throughput")
+    def record_throughput(self, metrics: Metrics) -> None:
+        """Keep what a verified drill measured: the next plans estimate from it."""
+        if metrics.restore_mb_per_s and metrics.replay_mb_per_s:
+            self._store.record_throughput(metrics.restore_mb_per_s, metrics.replay_mb_per_s)

@@ -102,7 +102,7 @@ class _SegmentOutcome:
     segment still gets indexed (and kept for next time)."""
 
     events: int
-    failure: DrillError | None = None
+    failure: str | None = None
 
 
 class IndexProgress(BaseModel):
@@ -112,6 +112,13 @@ class IndexProgress(BaseModel):
     events_indexed: int = 0
 
 
+class CorruptSegment(BaseModel):
+    name: str
+    timeline: int
+    segno: int
+    problem: str
+
+
 class IndexResult(BaseModel):
     segments: int  # in the archive now
     segments_indexed: int  # read by pg_waldump in this run (the rest were already indexed)
@@ -119,6 +126,8 @@ class IndexResult(BaseModel):
     bytes_indexed: int
     seconds: float
     timelines: list[TimelineHistory]
+    # Unreadable segments: not an error by themselves, only if recovery needs them.
+    corrupt: list[CorruptSegment] = []
 
 
 def list_archive(archive: Path, segment_size: int = DEFAULT_WAL_SEGMENT_SIZE) -> ArchiveListing:
@@ -199,28 +208,34 @@ class WalIndexer:
         jobs = [_SegmentJob(s, listing.find(s.timeline, s.segno + 1), k)
                 for s, k in zip(listing.segments, keys) if self._needs_index(listing, s, k)]
         progress = IndexProgress(segments_total=len(keys), segments_to_index=len(jobs))
-        failures = []
+        corrupt = []
         with ProcessPoolExecutor(self._parallelism, mp_context=_SPAWN) as processes:
             # Every job runs even after a failure: each segment indexed is kept for next time.
-            for outcome in processes.map(self._index_job, jobs):
+            for job, outcome in zip(jobs, processes.map(self._index_job, jobs)):
                 progress.segments_indexed += 1
                 progress.events_indexed += outcome.events
-                failures += [outcome.failure] if outcome.failure else []
+                if outcome.failure:
+                    corrupt.append(CorruptSegment(name=job.segment.path.name,
+                                                  timeline=job.segment.timeline,
+                                                  segno=job.segment.segno,
+                                                  problem=outcome.failure))
                 on_progress(progress)
-        if failures:
-            raise DrillError(failures[0].code, "; ".join(f.message for f in failures))
         self._store.set_archive_segments(str(archive.resolve()), keys)
         return IndexResult(
             segments=len(keys), segments_indexed=len(jobs), events_indexed=progress.events_indexed,
             bytes_indexed=sum(job.key.size for job in jobs),
             seconds=time.perf_counter() - started, timelines=list(listing.histories.values()),
+            corrupt=corrupt,
         )
 
-    def predict(self, archive: Path, target: ResolvedTarget, backup: BaseBackup) -> Prediction:
-        """Where recovery from `backup` to `target` stops, from the index of `archive`."""
+    def predict(self, archive: Path, target: ResolvedTarget, backup: BaseBackup,
+                until_lsn: int | None = None) -> Prediction:
+        """Where recovery from `backup` to `target` stops, from the index of `archive`, on
+        the WAL before `until_lsn` (where the archive breaks) if given."""
         listing = list_archive(archive, self._segment_size)
         history = choose_timeline(target.timeline, backup.timeline, listing.histories)
-        events = on_timeline(self.events(archive), history)
+        events = [e for e in on_timeline(self.events(archive), history)
+                  if until_lsn is None or e.end <= until_lsn]
         record = None
         if target.mode == "lsn":
             assert target.lsn is not None
@@ -261,7 +276,7 @@ class WalIndexer:
         try:
             return _SegmentOutcome(self._index_segment(job.segment, job.successor, job.key))
         except DrillError as error:
-            return _SegmentOutcome(0, error)
+            return _SegmentOutcome(0, error.message)
 
     def _index_segment(self, segment: ArchivedSegment, successor: ArchivedSegment | None,
                        key: SegmentKey) -> int:

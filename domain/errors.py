@@ -39,6 +39,13 @@ class ErrorCode(StrEnum):
     UNKNOWN_XID = "UNKNOWN_XID"
     XID_ABORTED = "XID_ABORTED"
     WAL_CORRUPT = "WAL_CORRUPT"
+    WAL_GAP = "WAL_GAP"
+    BACKUP_CORRUPT = "BACKUP_CORRUPT"
+    TIMELINE_NOT_FOUND = "TIMELINE_NOT_FOUND"
+    TIMELINE_DIVERGED = "TIMELINE_DIVERGED"
+    OVER_BUDGET = "OVER_BUDGET"
+    ESCALATION_ABORTED = "ESCALATION_ABORTED"
+    ESCALATION_TIMEOUT = "ESCALATION_TIMEOUT"
     SANDBOX_FAILED = "SANDBOX_FAILED"
     RESTORE_FAILED = "RESTORE_FAILED"
     RECOVERY_FAILED = "RECOVERY_FAILED"
@@ -175,10 +182,47 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "Target a committed transaction, or use a time or LSN target.",
     ),
     ErrorCode.WAL_CORRUPT: ErrorInfo(
-        "runtime",
-        "pg_waldump cannot read an archived WAL segment.",
-        "Restore the named segment from another copy of the archive, or target a point "
-        "before it.",
+        "input",
+        "pg_waldump cannot read an archived WAL segment that recovery needs.",
+        "Restore the named segment from another copy of the archive, target a point before "
+        "it, or add last_consistent_before_gap to the spec's fallback chain.",
+    ),
+    ErrorCode.WAL_GAP: ErrorInfo(
+        "input",
+        "A WAL segment between the backup and the target is missing from the archive; replay "
+        "would end there.",
+        "Restore the named segment into the archive, target a point before it, or add "
+        "last_consistent_before_gap to the spec's fallback chain.",
+    ),
+    ErrorCode.BACKUP_CORRUPT: ErrorInfo(
+        "input",
+        "The chosen base backup fails verification (pg_verifybackup or pgbackrest verify).",
+        "Take a new base backup, or add earlier_backup to the spec's fallback chain.",
+    ),
+    ErrorCode.TIMELINE_NOT_FOUND: ErrorInfo(
+        "input",
+        "The requested timeline has no history file and no segments in the archive.",
+        "List the archive's *.history files; use latest or one of the timelines named.",
+    ),
+    ErrorCode.TIMELINE_DIVERGED: ErrorInfo(
+        "input",
+        "The target lies on a timeline branch that the requested timeline does not contain.",
+        "Request the timeline named in the message (or latest if it is the newest).",
+    ),
+    ErrorCode.OVER_BUDGET: ErrorInfo(
+        "input",
+        "The plan's estimated duration exceeds the spec's budget.",
+        "Raise budget.max_seconds, pick a later base backup or a nearer target.",
+    ),
+    ErrorCode.ESCALATION_ABORTED: ErrorInfo(
+        "input",
+        "Pre-flight failed, the drill was escalated, and a human chose abort.",
+        "Nothing was created; read the escalation reason in the report.",
+    ),
+    ErrorCode.ESCALATION_TIMEOUT: ErrorInfo(
+        "input",
+        "Pre-flight failed, the drill was escalated, and nobody decided in time.",
+        "Nothing was created; re-run the drill, or raise the escalation timeout.",
     ),
     ErrorCode.SANDBOX_FAILED: ErrorInfo(
         "runtime",

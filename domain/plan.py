@@ -1,26 +1,41 @@
 """The drill plan: which backup, and exactly where recovery will stop, decided before restore.
 
 `plan_recovery` walks the candidate backups newest first and keeps the first one from which the
-target is reachable: a prediction can rule a backup out (the stop lies before its consistency
-point, or the xid/restore point is already inside it). `verify_prediction` holds PostgreSQL to
-the prediction afterwards.
+target is reachable. The archive is a port (`ArchiveView`) so the rules stay pure: it reports
+the first WAL break after a backup, predicts the stop on the WAL before that break, and
+verifies backups. `verify_prediction` holds PostgreSQL to the prediction afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from domain.catalog import BaseBackup, candidate_backups
-from domain.commits import Prediction
+from domain.commits import CommitRef, Prediction
+from domain.continuity import WalBreak
 from domain.errors import DrillError, ErrorCode
+from domain.lsn import parse_lsn
 from domain.targets import ResolvedTarget
 
 # Errors that say "this backup is too new for the target": an older one may still reach it.
 _TOO_NEW = {ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP, ErrorCode.UNKNOWN_XID,
             ErrorCode.UNKNOWN_RESTORE_POINT}
+LATEST = ResolvedTarget(mode="latest")
+
+
+class ArchiveView(Protocol):
+    def wal_break(self, backup: BaseBackup) -> WalBreak | None: ...
+
+    def predict(self, backup: BaseBackup, target: ResolvedTarget,
+                before: WalBreak | None) -> Prediction: ...
+
+    def verify(self, backup: BaseBackup) -> DrillError | None: ...
+
+    def commits_between(self, backup: BaseBackup, after_lsn: str,
+                        through_lsn: str | None) -> int: ...
 
 
 class SkippedBackup(BaseModel):
@@ -29,29 +44,186 @@ class SkippedBackup(BaseModel):
     reason: str
 
 
+class RestorableWindow(BaseModel):
+    """From the oldest backup's consistency point to the last commit before the first break."""
+
+    earliest_lsn: str
+    earliest_time: datetime | None
+    latest: CommitRef | None
+
+
+class FallbackUsed(BaseModel):
+    """What the fallback chain changed, why, and what it cost."""
+
+    step: str
+    cause_code: str
+    cause: str
+    requested: ResolvedTarget
+    used: ResolvedTarget
+    skipped_backups: list[str] = Field(default_factory=list)
+    seconds_given_up: float | None = None
+    transactions_given_up: int | None = None
+
+
 class DrillPlan(BaseModel):
     backup: BaseBackup
     predicted: Prediction
     skipped: list[SkippedBackup] = Field(default_factory=list)
+    wal_break: WalBreak | None = None  # where this backup's WAL stops being readable
+    restore_bytes: int = 0
+    replay_bytes: int | None = None
+    window: RestorableWindow | None = None
+    estimate_seconds: float | None = None
+    fallback: FallbackUsed | None = None
 
 
-def plan_recovery(
-    backups: list[BaseBackup], target: ResolvedTarget,
-    predict: Callable[[BaseBackup], Prediction],
-) -> DrillPlan:
+AutomaticStep = Literal["earlier_backup", "last_consistent_before_gap"]
+_UNREACHABLE = {ErrorCode.WAL_GAP, ErrorCode.WAL_CORRUPT, ErrorCode.TARGET_BEYOND_ARCHIVE}
+
+
+class PlanOptions(BaseModel):
+    verify_backup: bool = True
+    skip_corrupt_backups: bool = False
+    fallback: list[AutomaticStep] = Field(default_factory=list)
+
+
+def _predict_or_explain(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget,
+                        wal_break: WalBreak | None) -> Prediction:
+    beyond = None if wal_break is None else wal_break.error(
+        f"recovery from backup {backup.id} ends there, before {target.describe()}")
+    try:
+        predicted = archive.predict(backup, target, wal_break)
+    except DrillError as error:
+        # A target beyond a break is unreachable because of the break: name the segment.
+        if error.code == ErrorCode.TARGET_BEYOND_ARCHIVE and beyond is not None:
+            raise beyond from None
+        raise
+    # An LSN target can name a record after the break: still out of reach.
+    if beyond is not None and predicted.replay_lsn is not None \
+            and parse_lsn(predicted.replay_lsn) > parse_lsn(wal_break.lsn):
+        raise beyond
+    return predicted
+
+
+def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: ArchiveView,
+                  options: PlanOptions = PlanOptions()) -> DrillPlan:
     skipped: list[SkippedBackup] = []
     last_error: DrillError | None = None
     for backup in candidate_backups(backups, target):
+        wal_break = archive.wal_break(backup)
+        if wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn):
+            raise wal_break.error(f"backup {backup.id} cannot even become consistent")
         try:
-            return DrillPlan(backup=backup, predicted=predict(backup), skipped=skipped)
+            predicted = _predict_or_explain(archive, backup, target, wal_break)
         except DrillError as error:
             if error.code not in _TOO_NEW:
                 raise
             skipped.append(SkippedBackup(backup_id=backup.id, code=error.code,
                                          reason=error.message))
             last_error = error
+            continue
+        if options.verify_backup and (corrupt := archive.verify(backup)) is not None:
+            if not options.skip_corrupt_backups:
+                raise corrupt
+            skipped.append(SkippedBackup(backup_id=backup.id, code=corrupt.code,
+                                         reason=corrupt.message))
+            last_error = corrupt
+            continue
+        return DrillPlan(
+            backup=backup, predicted=predicted, skipped=skipped, wal_break=wal_break,
+            restore_bytes=backup.size_bytes,
+            replay_bytes=(parse_lsn(predicted.replay_lsn) - parse_lsn(backup.start_lsn)
+                          if predicted.replay_lsn else None),
+        )
     assert last_error is not None  # candidate_backups raises when there is none
     raise last_error
+
+
+def _earlier_backup(backups, target, archive, options, failure) -> DrillPlan:
+    plan = plan_recovery(backups, target, archive,
+                         options.model_copy(update={"skip_corrupt_backups": True}))
+    skipped = [s.backup_id for s in plan.skipped if s.code == ErrorCode.BACKUP_CORRUPT]
+    plan.fallback = FallbackUsed(step="earlier_backup", cause_code=failure.code,
+                                 cause=failure.message, requested=target, used=target,
+                                 skipped_backups=skipped)
+    return plan
+
+
+def _last_consistent(backups, target, archive, options, failure) -> DrillPlan:
+    latest = plan_recovery(backups, LATEST.model_copy(update={"timeline": target.timeline}),
+                           archive, options)
+    used = last_consistent_target(latest, target)
+    plan = plan_recovery(backups, used, archive, options)
+    kept = plan.predicted.last_kept
+    assert kept is not None  # last_consistent_target found it
+    # What the requested target would have kept, were the WAL whole (None: beyond it all).
+    try:
+        wanted = archive.predict(plan.backup, target, None).last_kept
+    except DrillError:
+        wanted = None
+    if wanted is not None:
+        seconds = (wanted.commit_time - kept.commit_time).total_seconds()
+    else:
+        seconds = (target.utc - kept.commit_time).total_seconds() if target.utc else None
+    plan.fallback = FallbackUsed(
+        step="last_consistent_before_gap", cause_code=failure.code, cause=failure.message,
+        requested=target, used=used, seconds_given_up=seconds,
+        transactions_given_up=archive.commits_between(
+            plan.backup, kept.lsn, wanted.lsn if wanted else None),
+    )
+    return plan
+
+
+_STEPS = {"earlier_backup": ({ErrorCode.BACKUP_CORRUPT}, _earlier_backup),
+          "last_consistent_before_gap": (_UNREACHABLE, _last_consistent)}
+
+
+def plan_with_fallback(backups: list[BaseBackup], target: ResolvedTarget,
+                       archive: ArchiveView, options: PlanOptions = PlanOptions()) -> DrillPlan:
+    """plan_recovery, then the spec's automatic fallback steps in order, each only for the
+    failures it can mend; with none that applies, the original refusal stands."""
+    try:
+        return plan_recovery(backups, target, archive, options)
+    except DrillError as failure:
+        for step in options.fallback:
+            mends, fallback = _STEPS[step]
+            if failure.code in mends:
+                return fallback(backups, target, archive, options, failure)
+        raise
+
+
+def restorable_window(backups: list[BaseBackup], archive: ArchiveView) -> RestorableWindow:
+    oldest = min(backups, key=lambda b: parse_lsn(b.stop_lsn))
+    latest = archive.predict(oldest, LATEST, archive.wal_break(oldest)).last_kept
+    return RestorableWindow(earliest_lsn=oldest.stop_lsn, earliest_time=oldest.stop_time,
+                            latest=latest)
+
+
+def last_consistent_target(plan_for_latest: DrillPlan, requested: ResolvedTarget
+                           ) -> ResolvedTarget:
+    """The last_consistent_before_gap fallback: stop right after the last commit that can be
+    replayed (an inclusive LSN target at its commit record), keeping the requested action."""
+    last = plan_for_latest.predicted.last_kept
+    if last is None:
+        raise DrillError(ErrorCode.TARGET_BEYOND_ARCHIVE,
+                         "no commit can be replayed from any backup before the WAL breaks")
+    return ResolvedTarget(mode="lsn", lsn=last.lsn, inclusive=True, action=requested.action,
+                          timeline=requested.timeline)
+
+
+def estimate_seconds(plan: DrillPlan, restore_mb_per_s: float, replay_mb_per_s: float) -> float:
+    replay = (plan.replay_bytes or 0) / 1e6 / replay_mb_per_s
+    return round(plan.restore_bytes / 1e6 / restore_mb_per_s + replay, 1)
+
+
+def check_budget(plan: DrillPlan, max_seconds: float | None) -> None:
+    if max_seconds is not None and plan.estimate_seconds is not None \
+            and plan.estimate_seconds > max_seconds:
+        raise DrillError(ErrorCode.OVER_BUDGET,
+                         f"the plan is estimated at {plan.estimate_seconds:g}s "
+                         f"(restore {plan.restore_bytes / 1e6:.0f} MB, replay "
+                         f"{(plan.replay_bytes or 0) / 1e6:.0f} MB), over the budget of "
+                         f"{max_seconds:g}s")
 
 
 def verify_prediction(predicted: Prediction, replay_lsn: str | None,

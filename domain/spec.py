@@ -29,6 +29,25 @@ class Check(BaseModel):
     expect: Any = None
 
 
+FallbackStep = Literal["earlier_backup", "last_consistent_before_gap", "escalate"]
+
+
+class Escalation(BaseModel):
+    """Stop and wait for a human (Temporal update `decide`), telling them by webhook/command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: float = Field(default=1800, gt=0)
+    webhook: str | None = None  # POSTed the escalation as JSON
+    command: str | None = None  # run with the escalation as JSON on stdin
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_seconds: float = Field(gt=0)
+
+
 class DrillSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,3 +57,12 @@ class DrillSpec(BaseModel):
     checks: list[Check] = Field(default_factory=list)
     # The role the checks connect as inside the sandbox (trust auth on a private socket).
     db_user: str = "postgres"
+    # What to do, in order, when pre-flight refuses the plan; empty: reject the drill.
+    fallback: list[FallbackStep] = Field(default_factory=list)
+    escalation: Escalation = Field(default_factory=Escalation)
+    budget: Budget | None = None
+    verify_backup: bool = True
+
+    def automatic_fallback(self) -> list[str]:
+        """The steps planning takes by itself; escalate is the workflow's (it waits)."""
+        return [step for step in self.fallback if step != "escalate"]

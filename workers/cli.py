@@ -161,7 +161,7 @@ async def _plan(args: argparse.Namespace) -> int:
     try:
         target = resolve_target(spec.target, datetime.now(timezone.utc))
         planned = build_planner(WorkerSettings.from_env()).plan(
-            PlanRequest(source=spec.source, target=target))
+            PlanRequest.for_spec(spec, target))
     except DrillError as error:
         raise _input_refusal(error) from error
     if args.json:

@@ -49,19 +49,22 @@ class WorkerSettings:
 def build_planner(settings: WorkerSettings) -> DrillPlanner:
     settings.index_path.parent.mkdir(parents=True, exist_ok=True)
     store = CommitStore(settings.index_path)
-    return DrillPlanner(FilesystemCatalog(), WalIndexer(settings.runtime, store))
+    return DrillPlanner(FilesystemCatalog(), WalIndexer(settings.runtime, store),
+                        settings.runtime, store)
 
 
 def build_worker(client: Client, settings: WorkerSettings) -> Worker:
     runtime = settings.runtime
     sandboxes = SandboxActivities(runtime, settings.sandbox_root)
+    planner = build_planner(settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[DrillWorkflow],
         activities=[
             TargetActivities().resolve_target,
-            build_planner(settings).plan_drill,
+            planner.plan_drill,
+            planner.record_throughput,
             sandboxes.provision,
             sandboxes.teardown,
             RestoreActivities(runtime).restore_base_backup,

@@ -115,7 +115,19 @@ class DrillWorkflow:
         finally:
             if sandbox is not None:
                 await self._teardown(sandbox)
+        if not report.errors:
+            await self._record_throughput(report)
         return self._finish(report)
+
+    async def _record_throughput(self, report: DrillReport) -> None:
+        """Feed the next plans' estimates; a drill never fails for want of this."""
+        try:
+            await workflow.execute_activity_method(
+                DrillPlanner.record_throughput, report.metrics,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("throughput not recorded", extra={"error": str(exc)})
 
     async def _validate(self, spec: DrillSpec, report: DrillReport) -> None:
         async with self._timed("resolve_target"):
@@ -130,12 +142,18 @@ class DrillWorkflow:
         async with self._timed("plan"):
             planned = await workflow.execute_activity_method(
                 DrillPlanner.plan_drill,
-                PlanRequest(source=spec.source, target=resolved.target),
+                PlanRequest.for_spec(spec, resolved.target),
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=IO,
             )
         report.plan, report.base_backup = planned.plan, planned.plan.backup
+        if planned.plan.fallback is not None:
+            # The fallback chain moved the target: recover to what it chose; the plan keeps
+            # the requested one, the reason and the cost.
+            report.target = planned.plan.fallback.used
+            workflow.logger.warning("fallback used", extra={
+                "step": planned.plan.fallback.step, "cause": planned.plan.fallback.cause_code})
         report.metrics.plan_seconds = round(planned.seconds, 6)
         report.metrics.wal_segments = planned.index.segments
         report.metrics.wal_segments_indexed = planned.index.segments_indexed
