@@ -52,3 +52,8 @@ docs: setup
 
 clean:
 	rm -rf var .pytest_cache
+
+# Every pitrdrill figure beside its baseline, in one run (BENCH_SCALE=small: a smoke run;
+# full, the default: 1 GiB backup and WAL, under 30 minutes). Writes bench/results/*.json.
+bench: setup
+	$(PY) -m bench.run

@@ -132,6 +132,7 @@ class PgBackRestRunner:
                 # A timeout or a cancelled activity must not leave a restore writing behind us.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
+                _wait_for_group_exit(process.pid)
                 raise
         return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -148,6 +149,26 @@ class PgBackRestRunner:
                 if deadline is not None and time.monotonic() > deadline:
                     raise subprocess.TimeoutExpired(process.args, timeout_s) from None
                 on_wait()
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of a process group that still run (zombies have stopped writing)."""
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(pid))
+    return members
+
+
+def _wait_for_group_exit(group: int, timeout_s: float = 10.0) -> None:
+    """SIGKILL is delivered asynchronously: return only once the whole group is gone."""
+    deadline = time.monotonic() + timeout_s
+    while _live_members(group) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def repository_options(source: PgBackRestSource) -> list[str]:

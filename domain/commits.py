@@ -462,6 +462,10 @@ def predict_stop(events: list[WalEvent], target: ResolvedTarget, backup: BaseBac
     dropped = [e for e in events[len(kept):] if e.is_commit]
     commits = [e for e in kept if e.is_commit]
     xact_ends = [e for e in kept if e.start >= redo and e.ends_transaction]
+    if target.mode == "lsn" and stop is not None and stop.point.after:
+        # recoveryStopsAfter returns for an inclusive LSN target before SetLatestXTime: a
+        # commit that is itself the stop record is applied but never stamped.
+        xact_ends = [e for e in xact_ends if e.start_lsn != stop.point.record_lsn]
     return Prediction(
         stop=stop.point if stop else None,
         last_kept=CommitRef.of(commits[-1]) if commits else None,

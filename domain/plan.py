@@ -87,6 +87,17 @@ class PlanOptions(BaseModel):
     fallback: list[AutomaticStep] = Field(default_factory=list)
 
 
+def _skippable(error: DrillError, wal_break: WalBreak | None, backup: BaseBackup,
+               options: PlanOptions) -> bool:
+    """Whether an older backup may do what this one cannot."""
+    if error.code in _TOO_NEW:
+        return True
+    if error.code == ErrorCode.BACKUP_CORRUPT:
+        return options.skip_corrupt_backups
+    inside = wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn)
+    return inside and error.code in (ErrorCode.WAL_GAP, ErrorCode.WAL_CORRUPT)
+
+
 def _predict_or_explain(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget,
                         wal_break: WalBreak | None) -> Prediction:
     beyond = None if wal_break is None else wal_break.error(
@@ -111,23 +122,19 @@ def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: Ar
     last_error: DrillError | None = None
     for backup in candidate_backups(backups, target):
         wal_break = archive.wal_break(backup)
-        if wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn):
-            raise wal_break.error(f"backup {backup.id} cannot even become consistent")
         try:
+            if wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn):
+                # Its own WAL is broken; an older backup may still reach the WAL before.
+                raise wal_break.error(f"backup {backup.id} cannot even become consistent")
             predicted = _predict_or_explain(archive, backup, target, wal_break)
+            if options.verify_backup and (corrupt := archive.verify(backup)) is not None:
+                raise corrupt
         except DrillError as error:
-            if error.code not in _TOO_NEW:
+            if not _skippable(error, wal_break, backup, options):
                 raise
             skipped.append(SkippedBackup(backup_id=backup.id, code=error.code,
                                          reason=error.message))
             last_error = error
-            continue
-        if options.verify_backup and (corrupt := archive.verify(backup)) is not None:
-            if not options.skip_corrupt_backups:
-                raise corrupt
-            skipped.append(SkippedBackup(backup_id=backup.id, code=corrupt.code,
-                                         reason=corrupt.message))
-            last_error = corrupt
             continue
         return DrillPlan(
             backup=backup, predicted=predicted, skipped=skipped, wal_break=wal_break,
@@ -202,12 +209,13 @@ def restorable_window(backups: list[BaseBackup], archive: ArchiveView) -> Restor
 def last_consistent_target(plan_for_latest: DrillPlan, requested: ResolvedTarget
                            ) -> ResolvedTarget:
     """The last_consistent_before_gap fallback: stop right after the last commit that can be
-    replayed (an inclusive LSN target at its commit record), keeping the requested action."""
+    replayed, keeping the requested action. An inclusive xid target, not an LSN one: PostgreSQL
+    stamps pg_last_xact_replay_timestamp() and names the commit in its stop line only then."""
     last = plan_for_latest.predicted.last_kept
     if last is None:
         raise DrillError(ErrorCode.TARGET_BEYOND_ARCHIVE,
                          "no commit can be replayed from any backup before the WAL breaks")
-    return ResolvedTarget(mode="lsn", lsn=last.lsn, inclusive=True, action=requested.action,
+    return ResolvedTarget(mode="xid", xid=last.xid, inclusive=True, action=requested.action,
                           timeline=requested.timeline)
 
 

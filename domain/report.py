@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from domain.catalog import BaseBackup
 from domain.errors import DrillError
+from domain.escalation import EscalationRecord
 from domain.plan import DrillPlan
 from domain.targets import ResolvedTarget
 
@@ -68,6 +69,7 @@ class DrillReport(BaseModel):
     target: ResolvedTarget | None = None
     base_backup: BaseBackup | None = None
     plan: DrillPlan | None = None
+    escalation: EscalationRecord | None = None
     recovered: Recovered | None = None
     checks: list[CheckResult] = Field(default_factory=list)
     errors: list[ErrorEntry] = Field(default_factory=list)

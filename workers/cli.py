@@ -20,14 +20,16 @@ import yaml
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from domain.errors import DrillError, ErrorCode
+from domain.escalation import Decision
 from domain.report import DrillReport, ErrorEntry
 from domain.spec import DrillSpec
 from domain.targets import TargetSpec, recovery_settings, render_settings, resolve_target
-from workers import output, telemetry
+from workers import investigate_cli, output, telemetry
 from workers.client import connect, start_embedded
 from activities.planning import PlanRequest
 from workers.worker import WorkerSettings, build_planner, build_worker
@@ -131,14 +133,55 @@ async def _connect() -> Client:
         ), EXIT_UNAVAILABLE) from exc
 
 
-def _target_spec(args: argparse.Namespace) -> TargetSpec:
+def _given_target(args: argparse.Namespace) -> dict:
     given = {
         "time": args.time, "lsn": args.lsn, "xid": args.xid, "name": args.name,
         "immediate": args.immediate, "latest": args.latest, "inclusive": args.inclusive,
         "action": args.action, "timeline": args.timeline,
         "assume_timezone": args.assume_timezone, "fold": args.fold,
     }
-    return TargetSpec.model_validate({k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
+
+
+async def _drill_decide(args: argparse.Namespace) -> int:
+    given = _given_target(args)
+    try:
+        decision = Decision(action=args.decision, by=args.by, note=args.note,
+                            target=TargetSpec.model_validate(given) if given else None)
+    except ValidationError as exc:
+        raise _input_refusal(DrillError(ErrorCode.SPEC_INVALID, str(exc))) from exc
+    handle = (await _connect()).get_workflow_handle(args.drill_id)
+    try:
+        answer = await handle.execute_update(DrillWorkflow.decide, decision)
+    except (RPCError, WorkflowUpdateFailedError) as exc:
+        raise _input_refusal(DrillError(
+            ErrorCode.SPEC_INVALID, f"drill {args.drill_id} took no decision: {exc}")) from exc
+    print(json.dumps({"status": "decided", "drill_id": args.drill_id, "answer": answer})
+          if args.json else f"drill {args.drill_id}: {answer}")
+    return EXIT_OK
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    modes = parser.add_mutually_exclusive_group(required=required)
+    modes.add_argument("--time", help="e.g. '2024-01-15 14:30:00.123 America/New_York'")
+    modes.add_argument("--lsn", help="e.g. 0/3000148")
+    modes.add_argument("--xid", help="transaction id (32-bit or epoch-qualified 64-bit)")
+    modes.add_argument("--name", help="restore point name")
+    modes.add_argument("--immediate", action="store_true", default=None,
+                       help="stop at the end of the base backup")
+    modes.add_argument("--latest", action="store_true", default=None,
+                       help="replay the whole archive")
+    parser.add_argument("--inclusive", action="store_true", default=None,
+                        help="replay the target transaction too (default: exclusive)")
+    parser.add_argument("--action", choices=["pause", "promote", "shutdown"])
+    parser.add_argument("--timeline", help="current | latest | N")
+    parser.add_argument("--assume-timezone", help="zone for a time written without one")
+    parser.add_argument("--fold", choices=["earlier", "later"],
+                        help="which reading of a time that happened twice (DST fall-back)")
+
+
+def _target_spec(args: argparse.Namespace) -> TargetSpec:
+    return TargetSpec.model_validate(_given_target(args))
 
 
 async def _target_resolve(args: argparse.Namespace) -> int:
@@ -204,6 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a Temporal dev server and a worker in-process for this run")
     run.add_argument("--drill-id", help="workflow id; re-running with it re-attaches")
     run.set_defaults(handler=_drill_run)
+    decide = drill.add_parser(
+        "decide", help="answer an escalated drill: proceed (optionally to another target) or abort")
+    decide.add_argument("drill_id")
+    decide.add_argument("decision", choices=["proceed", "abort"])
+    _add_target_arguments(decide, required=False)
+    decide.add_argument("--by", help="who decided (kept in the report)")
+    decide.add_argument("--note", help="why (kept in the report)")
+    decide.add_argument("--json", action="store_true")
+    decide.set_defaults(handler=_drill_decide)
+    investigate_cli.register(commands)
 
     plan = commands.add_parser(
         "plan", help="pre-flight: the backup, and exactly where recovery will stop; restores nothing")
@@ -215,22 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="target_command", required=True)
     resolve = target.add_parser(
         "resolve", help="normalize a target and print the exact recovery settings")
-    modes = resolve.add_mutually_exclusive_group(required=True)
-    modes.add_argument("--time", help="e.g. '2024-01-15 14:30:00.123 America/New_York'")
-    modes.add_argument("--lsn", help="e.g. 0/3000148")
-    modes.add_argument("--xid", help="transaction id (32-bit or epoch-qualified 64-bit)")
-    modes.add_argument("--name", help="restore point name")
-    modes.add_argument("--immediate", action="store_true", default=None,
-                       help="stop at the end of the base backup")
-    modes.add_argument("--latest", action="store_true", default=None,
-                       help="replay the whole archive")
-    resolve.add_argument("--inclusive", action="store_true", default=None,
-                         help="replay the target transaction too (default: exclusive)")
-    resolve.add_argument("--action", choices=["pause", "promote", "shutdown"])
-    resolve.add_argument("--timeline", help="current | latest | N")
-    resolve.add_argument("--assume-timezone", help="zone for a time written without one")
-    resolve.add_argument("--fold", choices=["earlier", "later"],
-                         help="which reading of a time that happened twice (DST fall-back)")
+    _add_target_arguments(resolve, required=True)
     resolve.add_argument("--json", action="store_true")
     resolve.set_defaults(handler=_target_resolve)
     return parser

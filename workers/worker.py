@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.catalog import FilesystemCatalog
 from activities.checks import CheckActivities
 from activities.commit_store import CommitStore
+from activities.escalation import EscalationNotifier
 from activities.pg_runtime import PostgresRuntime
 from activities.planning import DrillPlanner
 from activities.replay import ReplayActivities
@@ -70,6 +71,7 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
             RestoreActivities(runtime).restore_base_backup,
             ReplayActivities(runtime).replay_to_target,
             CheckActivities(runtime).run_checks,
+            EscalationNotifier().notify,
         ],
         activity_executor=ThreadPoolExecutor(settings.max_concurrent_activities),
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -7,6 +7,7 @@ torn down whatever happens, cancellation included.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckActivities
+    from activities.escalation import EscalationNotice, EscalationNotifier, decide_command
     from activities.contracts import (
         ChecksRequest,
         ReplayRequest,
@@ -31,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.sandbox import SandboxActivities
     from activities.targets import TargetActivities
     from domain.errors import CATALOGUE, DrillError, ErrorCode, kind_of
+    from domain.escalation import Decision, EscalationRecord
     from domain.lsn import parse_lsn
     from domain.plan import verify_prediction
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
@@ -64,6 +67,7 @@ class DrillWorkflow:
         self._stage = "starting"
         self._done: list[str] = []
         self._report: DrillReport | None = None
+        self._decision: Decision | None = None
 
     @workflow.query
     def progress(self) -> DrillProgress:
@@ -93,7 +97,16 @@ class DrillWorkflow:
         try:
             await self._validate(spec, report)
         except (ActivityError, DrillError) as exc:
-            return self._finish(report, exc, ErrorCode.SPEC_INVALID)
+            cause = _error_entry(exc, ErrorCode.SPEC_INVALID)
+            if "escalate" not in spec.fallback or kind_of(cause.code) != "input":
+                return self._finish(report, cause)
+            decided = await self._escalate(spec, report, cause)
+            if decided is None:
+                return self._finish(report)
+            try:
+                await self._validate(decided, report)
+            except (ActivityError, DrillError) as again:
+                return self._finish(report, _error_entry(again, ErrorCode.SPEC_INVALID))
         sandbox: Sandbox | None = None
         stage_code = ErrorCode.SANDBOX_FAILED
         try:
@@ -111,7 +124,7 @@ class DrillWorkflow:
             stage_code = ErrorCode.CHECK_ERROR
             await self._check(spec, sandbox, report)
         except ActivityError as exc:
-            return self._finish(report, exc, stage_code)
+            return self._finish(report, _error_entry(exc, stage_code))
         finally:
             if sandbox is not None:
                 await self._teardown(sandbox)
@@ -128,6 +141,60 @@ class DrillWorkflow:
             )
         except ActivityError as exc:
             workflow.logger.warning("throughput not recorded", extra={"error": str(exc)})
+
+    @workflow.update
+    def decide(self, decision: Decision) -> str:
+        """A human's answer to an escalated drill (see `pitrdrill drill decide`)."""
+        self._decision = decision
+        return f"{decision.action} accepted"
+
+    @decide.validator
+    def _waiting_for_decision(self, decision: Decision) -> None:
+        waiting = self._report and self._report.escalation and self._decision is None
+        if not waiting:
+            raise ValueError("this drill is not waiting for a decision")
+
+    async def _escalate(self, spec: DrillSpec, report: DrillReport,
+                        cause: ErrorEntry) -> DrillSpec | None:
+        """Stop and wait for `decide`. Returns the spec to plan again, or None (abort, or
+        nobody answered in time: both reject the drill, having created nothing)."""
+        record = report.escalation = EscalationRecord(
+            cause_code=cause.code, cause=cause.message, notified=[], notify_failures=[])
+        self._stage = "escalating"
+        notice = EscalationNotice(
+            drill_id=report.drill_id, cause=cause, timeout_seconds=spec.escalation.timeout_seconds,
+            how_to_decide=decide_command(report.drill_id), webhook=spec.escalation.webhook,
+            command=spec.escalation.command,
+        )
+        try:
+            notified = await workflow.execute_activity_method(
+                EscalationNotifier.notify, notice,
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=QUICK,
+            )
+            record.notified, record.notify_failures = notified.delivered, notified.failed
+        except ActivityError as exc:
+            record.notify_failures.append(str(exc.cause or exc))
+        self._stage = "escalated: waiting for a decision"
+        began = workflow.now()
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None,
+                timeout=timedelta(seconds=spec.escalation.timeout_seconds),
+            )
+        except asyncio.TimeoutError:
+            pass  # no decision: a timeout, below
+        record.waited_seconds = round((workflow.now() - began).total_seconds(), 3)
+        decision = self._decision
+        if decision is None or decision.action == "abort":
+            record.outcome, record.decision = ("abort", decision) if decision else ("timeout", None)
+            code = ErrorCode.ESCALATION_ABORTED if decision else ErrorCode.ESCALATION_TIMEOUT
+            report.errors += [cause, ErrorEntry.from_error(DrillError(
+                code, f"escalated after {cause.code}; outcome: {record.outcome}"))]
+            return None
+        record.outcome, record.decision = "proceed", decision
+        if decision.target is not None:
+            return spec.model_copy(update={"target": decision.target})
+        return spec.model_copy(update={"fallback": ["earlier_backup", "last_consistent_before_gap"]})
 
     async def _validate(self, spec: DrillSpec, report: DrillReport) -> None:
         async with self._timed("resolve_target"):
@@ -239,12 +306,9 @@ class DrillWorkflow:
                 retry_policy=TEARDOWN,
             )
 
-    def _finish(
-        self, report: DrillReport, exc: BaseException | None = None,
-        fallback: ErrorCode = ErrorCode.RECOVERY_FAILED,
-    ) -> DrillReport:
-        if exc is not None:
-            report.errors.append(_error_entry(exc, fallback))
+    def _finish(self, report: DrillReport, error: ErrorEntry | None = None) -> DrillReport:
+        if error is not None:
+            report.errors.append(error)
         if report.errors:
             kinds = {kind_of(error.code) for error in report.errors}
             report.status = "rejected" if kinds == {"input"} and report.recovered is None \

@@ -96,11 +96,16 @@ def test_an_lsn_target_past_the_gap_is_refused_too():
     assert raised.value.code == ErrorCode.WAL_GAP
 
 
-def test_a_gap_before_consistency_rules_the_backup_out_entirely():
+def test_a_gap_before_a_backups_consistency_rules_out_that_backup_not_older_ones():
     archive = FakeArchive(breaks={"new": gap("000000010000000000000005", "0/5000000")})
+    plan = plan_with_fallback(BACKUPS, XID, archive)
+    assert plan.backup.id == "mid"
+    assert [(s.backup_id, s.code) for s in plan.skipped] == [("new", "WAL_GAP")]
+    assert "cannot even become consistent" in plan.skipped[0].reason
+    every = FakeArchive(breaks={b.id: gap("000000010000000000000000", "0/0") for b in BACKUPS})
     with pytest.raises(DrillError) as raised:
-        plan_with_fallback(BACKUPS, XID, archive)
-    assert raised.value.code == ErrorCode.WAL_GAP and "cannot even become consistent" in raised.value.message
+        plan_with_fallback(BACKUPS, XID, every)
+    assert raised.value.code == ErrorCode.WAL_GAP and "backup old" in raised.value.message
 
 
 def test_a_corrupt_backup_is_refused_unless_earlier_backup_is_in_the_chain():
@@ -120,7 +125,7 @@ def test_last_consistent_before_gap_moves_the_target_and_counts_the_cost():
     archive = FakeArchive(
         {("new", "time"): DrillError(ErrorCode.TARGET_BEYOND_ARCHIVE, "no commit"),
          ("new", "latest"): prediction("0/8FFFF00", kept_at, 900),
-         ("new", "lsn"): prediction("0/8FFFF00", kept_at, 900)},
+         ("new", "xid"): prediction("0/8FFFF00", kept_at, 900)},
         breaks={"new": gap("000000010000000000000009", "0/9000000")}, commits=17)
     archive.outcomes[("new", "time")] = DrillError(ErrorCode.TARGET_BEYOND_ARCHIVE, "no commit")
     options = PlanOptions(fallback=["earlier_backup", "last_consistent_before_gap"])
@@ -135,7 +140,7 @@ def test_last_consistent_before_gap_moves_the_target_and_counts_the_cost():
     archive.predict = predict
     plan = plan_with_fallback(BACKUPS, target, archive, options)
     used = plan.fallback.used
-    assert (used.mode, used.lsn, used.inclusive) == ("lsn", "0/8FFFF00", True)
+    assert (used.mode, used.xid, used.inclusive) == ("xid", 900, True)
     assert plan.fallback.step == "last_consistent_before_gap" and plan.fallback.cause_code == "WAL_GAP"
     assert plan.fallback.seconds_given_up == 42.0 and plan.fallback.transactions_given_up == 17
 
