@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from activities.base_copy import copy_base_backup
+from activities.contracts import RestoreResult, Sandbox
+from activities.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup, describe_backup, parse_label_fields
+from domain.sandbox import restore_command
 from domain.errors import DrillError, ErrorCode
 from domain.spec import FilesystemSource
 
@@ -32,8 +36,37 @@ def _history_files(wal_archive: Path) -> dict[str, str]:
     return found
 
 class FilesystemCatalog:
+    """pg_basebackup directories and a WAL archive directory, read with PostgreSQL's own tools."""
+
+    def __init__(self, runtime: PostgresRuntime, copy_parallelism: int = 4) -> None:
+        self._runtime = runtime
+        self._copy_parallelism = copy_parallelism
+
     def backups(self, source: FilesystemSource) -> list[BaseBackup]:
         return self.read(Path(source.base_backups), Path(source.wal_archive))
+
+    def wal_directory(self, source: FilesystemSource) -> Path:
+        return Path(source.wal_archive)
+
+    def restore(self, source: FilesystemSource, backup: BaseBackup,
+                sandbox: Sandbox) -> RestoreResult:
+        return copy_base_backup(Path(backup.path), Path(sandbox.data_dir), self._runtime,
+                                self._copy_parallelism)
+
+    def restore_command(self, source: FilesystemSource, sandbox: Sandbox) -> str:
+        return restore_command(source.wal_archive)
+
+    def verify(self, source: FilesystemSource, backup: BaseBackup) -> DrillError | None:
+        """pg_verifybackup against the backup's manifest (the WAL is the index's business)."""
+        if not backup.has_manifest:
+            return None
+        verified = self._runtime.run("pg_verifybackup", "--no-parse-wal", "--quiet",
+                                     backup.path, check=False)
+        if verified.returncode == 0:
+            return None
+        return DrillError(ErrorCode.BACKUP_CORRUPT,
+                          f"backup {backup.id} fails pg_verifybackup: "
+                          f"{(verified.stdout + verified.stderr).strip()[:800]}")
 
     @staticmethod
     def read(source_backups: Path, wal_archive: Path) -> list[BaseBackup]:

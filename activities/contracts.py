@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from domain.catalog import BaseBackup
 from domain.report import CheckResult, Recovered
-from domain.spec import Check
+from domain.spec import BackupSource, Check
 from domain.targets import ResolvedTarget, TargetSpec
 
 
@@ -39,6 +39,7 @@ class Sandbox(BaseModel):
 class RestoreRequest(BaseModel):
     sandbox: Sandbox
     backup: BaseBackup
+    source: BackupSource
 
 
 class RestoreProgress(BaseModel):
@@ -55,7 +56,7 @@ class RestoreResult(BaseModel):
 class ReplayRequest(BaseModel):
     sandbox: Sandbox
     target: ResolvedTarget
-    wal_archive: str
+    source: BackupSource
     db_user: str
 
 

@@ -24,10 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from activities.contracts import RestoreResult
+from temporalio import activity
+
+from activities.contracts import RestoreResult, Sandbox
 from domain.catalog import BaseBackup
+from domain.spec import PgBackRestSource
 from domain.errors import DrillError, ErrorCode
 
 # `info` reports these stanza states in status.code; 2 is a stanza that simply holds no backup.
@@ -42,18 +45,6 @@ _VERIFIED_ARCHIVE = re.compile(
     r"total valid WAL: (?P<valid>\d+)$",
     re.MULTILINE,
 )
-
-
-class PgBackRestSource(BaseModel):
-    """One stanza of a pgBackRest repository on a filesystem this worker can read."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["pgbackrest"] = "pgbackrest"
-    stanza: str
-    repo_path: str
-    # For settings the command line does not carry (e.g. repo1-cipher-pass); None reads no file.
-    config: str | None = None
 
 
 class PgBackRestBackup(BaseBackup):
@@ -371,3 +362,37 @@ class PgBackRest:
                 for m in _VERIFIED_ARCHIVE.finditer(report)
             ],
         )
+
+
+class PgBackRestCatalog:
+    """The source adapter: the same shape as FilesystemCatalog, everything through pgbackrest."""
+
+    def __init__(self, pgbackrest: PgBackRest) -> None:
+        self._pgbackrest = pgbackrest
+
+    def backups(self, source: PgBackRestSource) -> list[BaseBackup]:
+        return list(self._pgbackrest.list_backups(source))
+
+    def wal_directory(self, source: PgBackRestSource) -> Path:
+        """The stanza's archive: one directory per archive id, segments named NAME-SHA1.gz."""
+        return Path(source.repo_path) / "archive" / source.stanza
+
+    def restore(self, source: PgBackRestSource, backup: BaseBackup,
+                sandbox: Sandbox) -> RestoreResult:
+        return self._pgbackrest.restore(
+            source, backup, Path(sandbox.data_dir), Path(sandbox.root),
+            on_wait=lambda: activity.heartbeat("pgbackrest restore running"),
+        )
+
+    def restore_command(self, source: PgBackRestSource, sandbox: Sandbox) -> str:
+        return self._pgbackrest.archive_get_command(source, Path(sandbox.data_dir))
+
+    def verify(self, source: PgBackRestSource, backup: BaseBackup) -> DrillError | None:
+        verdict = next((v for v in self._pgbackrest.verify(source).backups
+                        if v.label == backup.id), None)
+        if verdict is None or verdict.ok:
+            return None
+        return DrillError(ErrorCode.BACKUP_CORRUPT,
+                          f"backup {backup.id} fails pgbackrest verify: {verdict.status}, "
+                          f"{verdict.files_valid} of {verdict.files_checked} files valid")
+

@@ -5,16 +5,16 @@ Reads backups and archive; writes only the index cache, which lives outside both
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 from temporalio import activity
 
 from activities.boundary import domain_errors
-from activities.catalog import FilesystemCatalog
 from activities.commit_store import CommitStore
 from activities.log import drill_log
-from activities.pg_runtime import PostgresRuntime
+from activities.sources import BackupSources
 from activities.waldump import IndexProgress, IndexResult, WalIndexer, list_archive
 from domain.catalog import BaseBackup
 from domain.commits import Prediction, choose_timeline, on_timeline
@@ -30,7 +30,7 @@ from domain.plan import (
     restorable_window,
 )
 from domain.report import Metrics
-from domain.spec import DrillSpec, FilesystemSource
+from domain.spec import BackupSource, DrillSpec
 from domain.targets import ResolvedTarget
 
 _HEARTBEAT_EVERY_S = 2.0
@@ -40,7 +40,7 @@ DEFAULT_REPLAY_MB_PER_S = 20.0
 
 
 class PlanRequest(BaseModel):
-    source: FilesystemSource
+    source: BackupSource
     target: ResolvedTarget
     options: PlanOptions = PlanOptions()
     budget_seconds: float | None = None
@@ -64,9 +64,9 @@ class PlanResult(BaseModel):
 class IndexedArchive:
     """The domain's ArchiveView over one indexed archive directory."""
 
-    def __init__(self, indexer: WalIndexer, runtime: PostgresRuntime, archive: Path,
-                 indexed: IndexResult, timeline: str) -> None:
-        self._indexer, self._runtime, self._archive = indexer, runtime, archive
+    def __init__(self, indexer: WalIndexer, archive: Path, indexed: IndexResult, timeline: str,
+                 verify: Callable[[BaseBackup], DrillError | None]) -> None:
+        self._indexer, self._archive, self.verify = indexer, archive, verify
         self._listing = list_archive(archive)
         self._timeline = timeline
         # A .partial segment is never fetched by restore_command under its plain name.
@@ -101,34 +101,21 @@ class IndexedArchive:
         return sum(1 for e in events if e.is_commit and e.start > after
                    and (through is None or e.start <= through))
 
-    def verify(self, backup: BaseBackup) -> DrillError | None:
-        """pg_verifybackup against the backup's manifest (WAL is checked by the index)."""
-        if not backup.has_manifest:
-            return None
-        verified = self._runtime.run("pg_verifybackup", "--no-parse-wal", "--quiet",
-                                     backup.path, check=False)
-        if verified.returncode == 0:
-            return None
-        return DrillError(ErrorCode.BACKUP_CORRUPT,
-                          f"backup {backup.id} fails pg_verifybackup: "
-                          f"{(verified.stdout + verified.stderr).strip()[:800]}")
-
 
 class DrillPlanner:
-    def __init__(self, catalog: FilesystemCatalog, indexer: WalIndexer,
-                 runtime: PostgresRuntime, store: CommitStore) -> None:
-        self._catalog = catalog
+    def __init__(self, sources: BackupSources, indexer: WalIndexer, store: CommitStore) -> None:
+        self._sources = sources
         self._indexer = indexer
-        self._runtime = runtime
         self._store = store
 
     def plan(self, request: PlanRequest, on_progress=lambda _: None) -> PlanResult:
         started = time.perf_counter()
-        archive_dir = Path(request.source.wal_archive)
-        backups = self._catalog.backups(request.source)
+        source, adapter = request.source, self._sources.adapter(request.source)
+        archive_dir = adapter.wal_directory(source)
+        backups = adapter.backups(source)
         indexed = self._indexer.index(archive_dir, on_progress)
-        archive = IndexedArchive(self._indexer, self._runtime, archive_dir, indexed,
-                                 request.target.timeline)
+        archive = IndexedArchive(self._indexer, archive_dir, indexed, request.target.timeline,
+                                 lambda backup: adapter.verify(source, backup))
         require_timeline(request.target.timeline, archive.histories(), archive.present)
         plan = plan_with_fallback(backups, request.target, archive, request.options)
         plan.window = restorable_window(backups, archive)

@@ -20,6 +20,7 @@ from activities.contracts import ReplayProgress, ReplayRequest, ReplayResult
 from activities.pg_runtime import PostgresRuntime
 from activities.pg_server import PostgresServer
 from activities.sandbox import server_of
+from activities.sources import BackupSources
 from domain.errors import DrillError, ErrorCode
 from domain.report import Recovered
 from domain.sandbox import server_settings
@@ -69,15 +70,17 @@ def _reached(action: str, in_recovery: bool, pause_state: str | None) -> bool:
 
 
 class ReplayActivities:
-    def __init__(self, runtime: PostgresRuntime, max_poll_interval_s: float = 2.0) -> None:
+    def __init__(self, runtime: PostgresRuntime, sources: BackupSources,
+                 max_poll_interval_s: float = 2.0) -> None:
         self._runtime = runtime
+        self._sources = sources
         self._max_poll_interval_s = max_poll_interval_s
 
     def _start(self, server: PostgresServer, request: ReplayRequest, target) -> None:
         sandbox = request.sandbox
+        fetch_wal = self._sources.adapter(request.source).restore_command(request.source, sandbox)
         settings = server_settings(
-            sandbox.root, sandbox.socket_dir, sandbox.port, sandbox.drill_id,
-            request.wal_archive, target,
+            sandbox.root, sandbox.socket_dir, sandbox.port, sandbox.drill_id, fetch_wal, target,
         )
         # The exact settings, for whoever reads the sandbox or the report afterwards.
         Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))

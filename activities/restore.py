@@ -1,94 +1,20 @@
-"""Base restore: copy a plain-format base backup into the sandbox, in parallel, resumably.
-
-Files are copied in a fixed order by a small thread pool (copy_file_range releases the GIL);
-the heartbeat carries how many leading files are done, so a retry skips them.
-"""
+"""Base restore into the sandbox, by whichever adapter owns the backup's source."""
 
 from __future__ import annotations
-
-import os
-import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from temporalio import activity
 
 from activities.boundary import domain_errors
-from activities.log import drill_log
-from activities.contracts import RestoreProgress, RestoreRequest, RestoreResult
-from activities.pg_runtime import PostgresRuntime
-from domain.errors import DrillError, ErrorCode
-
-# Never brought into a sandbox: a standby.signal would make it wait for a primary forever.
-_SKIPPED = {"standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts"}
-_HEARTBEAT_EVERY_S = 2.0
-
-
-def restore_plan(source: Path) -> tuple[list[Path], list[Path]]:
-    """(directories, files) relative to the backup; empty directories (pg_notify, ...) matter."""
-    directories, files = [], []
-    for root, dirs, names in os.walk(source):
-        dirs.sort()
-        here = Path(root).relative_to(source)
-        directories.append(here)
-        files.extend(here / n for n in sorted(names) if n not in _SKIPPED)
-    return directories, files
-
-
-def _progress_from_heartbeat() -> RestoreProgress:
-    details = activity.info().heartbeat_details
-    return RestoreProgress.model_validate(details[0]) if details else RestoreProgress()
+from activities.contracts import RestoreRequest, RestoreResult
+from activities.sources import BackupSources
 
 
 class RestoreActivities:
-    def __init__(self, runtime: PostgresRuntime, parallelism: int = 4) -> None:
-        self._runtime = runtime
-        self._parallelism = parallelism
+    def __init__(self, sources: BackupSources) -> None:
+        self._sources = sources
 
     @activity.defn(name="restore_base_backup")
     @domain_errors
     def restore_base_backup(self, request: RestoreRequest) -> RestoreResult:
-        source, target = Path(request.backup.path), Path(request.sandbox.data_dir)
-        started = time.perf_counter()
-        if not (source / "backup_label").is_file():
-            raise DrillError(ErrorCode.RESTORE_FAILED, f"{source} holds no base backup "
-                             "(no backup_label): was it moved or expired?")
-        try:
-            directories, files = restore_plan(source)
-            progress = _progress_from_heartbeat()
-            drill_log().info("restore started", source=str(source), files=len(files),
-                             resuming_after=progress.files_done)
-            for directory in directories:
-                (target / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
-            last_beat = 0.0
-            with ThreadPoolExecutor(self._parallelism) as pool:
-                # map() yields in order, so files_done is always a completed prefix.
-                copied = pool.map(
-                    lambda rel: shutil.copyfile(source / rel, target / rel) and rel,
-                    files[progress.files_done:],
-                )
-                for rel in copied:
-                    progress.files_done += 1
-                    progress.bytes_done += (target / rel).stat().st_size
-                    if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
-                        activity.heartbeat(progress)
-                        last_beat = time.monotonic()
-            # postgresql.conf may live in /etc on Debian-style servers; the sandbox needs one.
-            for name in ("recovery.signal", "postgresql.conf"):
-                if not (target / name).exists():
-                    (target / name).write_text("")
-            target.chmod(0o700)
-            self._runtime.give(target, recursive=True)
-        except OSError as exc:
-            raise DrillError(
-                ErrorCode.RESTORE_FAILED, f"copying {source} to {target}: {exc}"
-            ) from exc
-        activity.heartbeat(progress)
-        drill_log().info("restore finished", files=progress.files_done,
-                         bytes=progress.bytes_done)
-        return RestoreResult(
-            files=progress.files_done,
-            bytes_restored=progress.bytes_done,
-            seconds=time.perf_counter() - started,
-        )
+        adapter = self._sources.adapter(request.source)
+        return adapter.restore(request.source, request.backup, request.sandbox)

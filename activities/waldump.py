@@ -53,8 +53,10 @@ from domain.errors import DrillError, ErrorCode
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name
 from domain.targets import ResolvedTarget
 
+# pgBackRest stores segments as NAME[.partial]-SHA1[.gz|.zst|.lz4] under per-log directories.
 _SEGMENT_FILE = re.compile(
-    r"^(?P<name>[0-9A-F]{24})(?P<partial>\.partial)?(?P<compression>\.gz|\.zst|\.lz4)?$"
+    r"^(?P<name>[0-9A-F]{24})(?P<partial>\.partial)?(?:-[0-9a-f]{40})?"
+    r"(?P<compression>\.gz|\.zst|\.lz4)?$"
 )
 _HISTORY_FILE = re.compile(r"^(?P<timeline>[0-9A-F]{8})\.history$")
 _CLI_DECOMPRESSORS = {".zst": "zstd", ".lz4": "lz4"}
@@ -130,18 +132,24 @@ class IndexResult(BaseModel):
     corrupt: list[CorruptSegment] = []
 
 
+def _archive_files(archive: Path) -> list[Path]:
+    """Every file under the archive: flat for archive_command copies, nested for pgBackRest."""
+    return sorted((Path(root, name) for root, _, names in os.walk(archive) for name in names),
+                  key=lambda path: path.name)
+
+
 def list_archive(archive: Path, segment_size: int = DEFAULT_WAL_SEGMENT_SIZE) -> ArchiveListing:
     segments, histories = [], {}
-    for entry in sorted(os.scandir(archive), key=lambda e: e.name):
-        if match := _SEGMENT_FILE.match(entry.name):
+    for path in _archive_files(archive):
+        if match := _SEGMENT_FILE.match(path.name):
             timeline, segno = parse_segment_name(match.group("name"), segment_size)
             segments.append(ArchivedSegment(
-                path=Path(entry.path), name=match.group("name"), timeline=timeline, segno=segno,
+                path=path, name=match.group("name"), timeline=timeline, segno=segno,
                 partial=bool(match.group("partial")), compression=match.group("compression"),
             ))
-        elif match := _HISTORY_FILE.match(entry.name):
+        elif match := _HISTORY_FILE.match(path.name):
             timeline = int(match.group("timeline"), 16)
-            histories[timeline] = parse_history(Path(entry.path).read_text(), timeline)
+            histories[timeline] = parse_history(path.read_text(), timeline)
     return ArchiveListing(segments, histories)
 
 

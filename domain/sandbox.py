@@ -49,11 +49,12 @@ def isolation_settings(sandbox_dir: str, socket_dir: str, port: int, drill_id: s
 
 
 def server_settings(
-    sandbox_dir: str, socket_dir: str, port: int, drill_id: str, wal_archive: str,
+    sandbox_dir: str, socket_dir: str, port: int, drill_id: str, fetch_wal: str,
     target: ResolvedTarget,
 ) -> dict[str, str]:
+    """`fetch_wal` is the source's read-only restore_command."""
     return {
         **isolation_settings(sandbox_dir, socket_dir, port, drill_id),
-        "restore_command": restore_command(wal_archive),
+        "restore_command": fetch_wal,
         **recovery_settings(target),
     }

@@ -19,6 +19,22 @@ class FilesystemSource(BaseModel):
     wal_archive: str
 
 
+class PgBackRestSource(BaseModel):
+    """A pgBackRest repository: backups, restores and WAL all go through pgbackrest itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pgbackrest"] = "pgbackrest"
+    stanza: str
+    repo_path: str
+    # A pgbackrest.conf for what the command line does not say (e.g. repository cipher);
+    # without one, the host's /etc/pgbackrest.conf is never read.
+    config: str | None = None
+
+
+BackupSource = FilesystemSource | PgBackRestSource
+
+
 class Check(BaseModel):
     """A read-only query whose first column of the first row must equal `expect`."""
 
@@ -52,7 +68,7 @@ class DrillSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     database: str
-    source: FilesystemSource
+    source: BackupSource
     target: TargetSpec
     checks: list[Check] = Field(default_factory=list)
     # The role the checks connect as inside the sandbox (trust auth on a private socket).

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from activities.pg_runtime import PostgresRuntime
+from activities.sources import BackupSources
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload
+from workers.worker import WorkerSettings, build_sources
 
 
 @dataclass
@@ -75,6 +77,12 @@ def scenario(work_root: Path, runtime: PostgresRuntime) -> Scenario:
         result.late_batches = orders.insert_batches(2, 100)
         lab.archive_all()
         yield result
+
+
+@pytest.fixture(scope="session")
+def sources(runtime: PostgresRuntime) -> BackupSources:
+    """The real source adapters, as the worker wires them."""
+    return build_sources(WorkerSettings(runtime=runtime))
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from domain.targets import TargetSpec, recovery_settings, render_settings, resol
 from workers import investigate_cli, output, telemetry
 from workers.client import connect, start_embedded
 from activities.planning import PlanRequest
-from workers.worker import WorkerSettings, build_planner, build_worker
+from workers.worker import WorkerSettings, build_planner, build_sources, build_worker
 from workflows.drill import DrillProgress, DrillWorkflow
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -203,7 +203,8 @@ async def _plan(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     try:
         target = resolve_target(spec.target, datetime.now(timezone.utc))
-        planned = build_planner(WorkerSettings.from_env()).plan(
+        settings = WorkerSettings.from_env()
+        planned = build_planner(settings, build_sources(settings)).plan(
             PlanRequest.for_spec(spec, target))
     except DrillError as error:
         raise _input_refusal(error) from error

@@ -16,10 +16,12 @@ from activities.checks import CheckActivities
 from activities.commit_store import CommitStore
 from activities.escalation import EscalationNotifier
 from activities.pg_runtime import PostgresRuntime
+from activities.pgbackrest import PgBackRest, PgBackRestCatalog, PgBackRestRunner
 from activities.planning import DrillPlanner
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
+from activities.sources import BackupSources
 from activities.targets import TargetActivities
 from activities.waldump import WalIndexer
 from workflows.drill import DrillWorkflow
@@ -47,17 +49,23 @@ class WorkerSettings:
         return dataclasses.replace(settings, **overrides)
 
 
-def build_planner(settings: WorkerSettings) -> DrillPlanner:
-    settings.index_path.parent.mkdir(parents=True, exist_ok=True)
+def build_sources(settings: WorkerSettings) -> BackupSources:
+    runtime = settings.runtime
+    pgbackrest = PgBackRest(PgBackRestRunner(os_user=runtime.os_user))
+    return BackupSources({"filesystem": FilesystemCatalog(runtime),
+                          "pgbackrest": PgBackRestCatalog(pgbackrest)})
+
+
+def build_planner(settings: WorkerSettings, sources: BackupSources) -> DrillPlanner:
     store = CommitStore(settings.index_path)
-    return DrillPlanner(FilesystemCatalog(), WalIndexer(settings.runtime, store),
-                        settings.runtime, store)
+    return DrillPlanner(sources, WalIndexer(settings.runtime, store), store)
 
 
 def build_worker(client: Client, settings: WorkerSettings) -> Worker:
     runtime = settings.runtime
+    sources = build_sources(settings)
     sandboxes = SandboxActivities(runtime, settings.sandbox_root)
-    planner = build_planner(settings)
+    planner = build_planner(settings, sources)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -68,8 +76,8 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
             planner.record_throughput,
             sandboxes.provision,
             sandboxes.teardown,
-            RestoreActivities(runtime).restore_base_backup,
-            ReplayActivities(runtime).replay_to_target,
+            RestoreActivities(sources).restore_base_backup,
+            ReplayActivities(runtime, sources).replay_to_target,
             CheckActivities(runtime).run_checks,
             EscalationNotifier().notify,
         ],

@@ -118,7 +118,7 @@ class DrillWorkflow:
                     retry_policy=IO,
                 )
             stage_code = ErrorCode.RESTORE_FAILED
-            await self._restore(sandbox, report)
+            await self._restore(spec, sandbox, report)
             stage_code = ErrorCode.RECOVERY_FAILED
             await self._replay(spec, sandbox, report)
             stage_code = ErrorCode.CHECK_ERROR
@@ -225,12 +225,12 @@ class DrillWorkflow:
         report.metrics.wal_segments = planned.index.segments
         report.metrics.wal_segments_indexed = planned.index.segments_indexed
 
-    async def _restore(self, sandbox: Sandbox, report: DrillReport) -> None:
+    async def _restore(self, spec: DrillSpec, sandbox: Sandbox, report: DrillReport) -> None:
         assert report.base_backup is not None
         async with self._timed("restore"):
             restored = await workflow.execute_activity_method(
                 RestoreActivities.restore_base_backup,
-                RestoreRequest(sandbox=sandbox, backup=report.base_backup),
+                RestoreRequest(sandbox=sandbox, backup=report.base_backup, source=spec.source),
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=IO,
@@ -244,8 +244,8 @@ class DrillWorkflow:
             replayed = await workflow.execute_activity_method(
                 ReplayActivities.replay_to_target,
                 ReplayRequest(
-                    sandbox=sandbox, target=report.target,
-                    wal_archive=spec.source.wal_archive, db_user=spec.db_user,
+                    sandbox=sandbox, target=report.target, source=spec.source,
+                    db_user=spec.db_user,
                 ),
                 start_to_close_timeout=timedelta(hours=12),
                 heartbeat_timeout=timedelta(minutes=2),

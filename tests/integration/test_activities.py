@@ -16,8 +16,10 @@ from activities.catalog import FilesystemCatalog
 from activities.contracts import ReplayRequest, RestoreRequest, Sandbox, SandboxRequest
 from activities.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
-from activities.restore import RestoreActivities, restore_plan
+from activities.base_copy import restore_plan
+from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
+from domain.spec import FilesystemSource
 from domain.targets import ResolvedTarget
 from tests.conftest import Scenario, postgres_processes_under
 
@@ -48,9 +50,13 @@ def raises_code(code: str, fn, *args) -> ApplicationError:
     return raised.value
 
 
-def restored(runtime, scenario, sandbox: Sandbox) -> None:
-    ActivityEnvironment().run(RestoreActivities(runtime).restore_base_backup,
-                              RestoreRequest(sandbox=sandbox, backup=first_backup(scenario)))
+def restored(sources, scenario, sandbox: Sandbox) -> None:
+    ActivityEnvironment().run(RestoreActivities(sources).restore_base_backup, RestoreRequest(
+        sandbox=sandbox, backup=first_backup(scenario), source=filesystem(scenario)))
+
+
+def filesystem(scenario: Scenario) -> FilesystemSource:
+    return FilesystemSource(**{k: v for k, v in scenario.source().items() if k != "kind"})
 
 
 def test_provision_is_idempotent_per_drill(sandboxes: SandboxActivities, sandbox: Sandbox):
@@ -58,9 +64,10 @@ def test_provision_is_idempotent_per_drill(sandboxes: SandboxActivities, sandbox
     assert again == sandbox
 
 
-def test_restore_resumes_after_the_files_its_heartbeat_recorded(runtime, scenario, sandbox):
-    restore = RestoreActivities(runtime).restore_base_backup
-    request = RestoreRequest(sandbox=sandbox, backup=first_backup(scenario))
+def test_restore_resumes_after_the_files_its_heartbeat_recorded(sources, scenario, sandbox):
+    restore = RestoreActivities(sources).restore_base_backup
+    request = RestoreRequest(sandbox=sandbox, backup=first_backup(scenario),
+                             source=filesystem(scenario))
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])
@@ -81,10 +88,10 @@ def test_restore_resumes_after_the_files_its_heartbeat_recorded(runtime, scenari
     assert all(p.stat().st_mtime_ns == ns for p, ns in untouched.items() if p.name != "recovery.signal")
 
 
-def test_restore_of_a_missing_backup_is_restore_failed(runtime, scenario, sandbox):
+def test_restore_of_a_missing_backup_is_restore_failed(sources, scenario, sandbox):
     gone = first_backup(scenario).model_copy(update={"path": "/var/tmp/no-such-backup"})
-    error = raises_code("RESTORE_FAILED", RestoreActivities(runtime).restore_base_backup,
-                        RestoreRequest(sandbox=sandbox, backup=gone))
+    error = raises_code("RESTORE_FAILED", RestoreActivities(sources).restore_base_backup,
+                        RestoreRequest(sandbox=sandbox, backup=gone, source=filesystem(scenario)))
     assert "/var/tmp/no-such-backup" in error.message
 
 
@@ -97,19 +104,21 @@ def test_a_sandbox_root_that_cannot_be_created_is_sandbox_failed(runtime, work_r
 
 
 def test_a_target_the_archive_never_reaches_is_recovery_target_not_reached(
-        runtime, scenario, sandbox):
-    restored(runtime, scenario, sandbox)
+        runtime, sources, scenario, sandbox):
+    restored(sources, scenario, sandbox)
     never = ResolvedTarget(mode="xid", xid=4_000_000_000)
-    error = raises_code("RECOVERY_TARGET_NOT_REACHED", ReplayActivities(runtime).replay_to_target,
-                        ReplayRequest(sandbox=sandbox, target=never,
-                                      wal_archive=str(scenario.lab.wal_archive), db_user="postgres"))
+    error = raises_code("RECOVERY_TARGET_NOT_REACHED",
+                        ReplayActivities(runtime, sources).replay_to_target,
+                        ReplayRequest(sandbox=sandbox, target=never, source=filesystem(scenario),
+                                      db_user="postgres"))
     assert "xid 4000000000" in error.message
 
 
-def test_a_server_that_cannot_start_is_recovery_failed_with_its_log(runtime, scenario, sandbox):
-    restored(runtime, scenario, sandbox)
+def test_a_server_that_cannot_start_is_recovery_failed_with_its_log(runtime, sources, scenario,
+                                                                   sandbox):
+    restored(sources, scenario, sandbox)
     os.remove(Path(sandbox.data_dir, "global", "pg_control"))
-    error = raises_code("RECOVERY_FAILED", ReplayActivities(runtime).replay_to_target,
+    error = raises_code("RECOVERY_FAILED", ReplayActivities(runtime, sources).replay_to_target,
                         ReplayRequest(sandbox=sandbox, target=ResolvedTarget(mode="immediate"),
-                                      wal_archive=str(scenario.lab.wal_archive), db_user="postgres"))
+                                      source=filesystem(scenario), db_user="postgres"))
     assert "pg_control" in error.message

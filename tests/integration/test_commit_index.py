@@ -223,10 +223,9 @@ def test_segments_leaving_and_joining_the_archive(scenario, indexed, runtime, sc
 
 
 def test_the_plan_activity_heartbeats_indexes_and_predicts_from_the_right_backup(
-        scenario, runtime, scratch):
+        scenario, runtime, sources, scratch):
     store = CommitStore(scratch / "commits.sqlite")
-    planner = DrillPlanner(FilesystemCatalog(), WalIndexer(runtime, store, scratch_root=scratch),
-                           runtime, store)
+    planner = DrillPlanner(sources, WalIndexer(runtime, store, scratch_root=scratch), store)
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])
@@ -251,7 +250,7 @@ TARGETS: dict[str, Callable] = {
 
 
 @pytest.mark.parametrize("name", TARGETS)
-def test_prediction_is_where_postgresql_stops(name, scenario, indexed, first, runtime,
+def test_prediction_is_where_postgresql_stops(name, scenario, indexed, first, runtime, sources,
                                               sandbox_root):
     indexer, _ = indexed
     chosen = TARGETS[name](scenario)
@@ -259,11 +258,12 @@ def test_prediction_is_where_postgresql_stops(name, scenario, indexed, first, ru
     sandboxes = SandboxActivities(runtime, sandbox_root)
     sandbox = env.run(sandboxes.provision, SandboxRequest(drill_id=f"ci-{uuid.uuid4().hex[:8]}"))
     try:
-        env.run(RestoreActivities(runtime).restore_base_backup,
-                RestoreRequest(sandbox=sandbox, backup=first))
-        replayed = env.run(ReplayActivities(runtime).replay_to_target, ReplayRequest(
-            sandbox=sandbox, target=chosen, wal_archive=str(scenario.lab.wal_archive),
-            db_user="postgres"))
+        source = FilesystemSource(base_backups=str(scenario.lab.base_backups),
+                                  wal_archive=str(scenario.lab.wal_archive))
+        env.run(RestoreActivities(sources).restore_base_backup,
+                RestoreRequest(sandbox=sandbox, backup=first, source=source))
+        replayed = env.run(ReplayActivities(runtime, sources).replay_to_target, ReplayRequest(
+            sandbox=sandbox, target=chosen, source=source, db_user="postgres"))
     finally:
         env.run(sandboxes.teardown, sandbox)
     prediction = indexer.predict(scenario.lab.wal_archive, chosen, first)

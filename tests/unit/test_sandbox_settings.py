@@ -6,7 +6,8 @@ from domain.targets import ResolvedTarget
 
 def settings():
     target = ResolvedTarget(mode="time", utc=datetime(2026, 1, 15, 19, 30, 0, 123456, tzinfo=timezone.utc))
-    return server_settings("/sb/d1", "/sb/d1/socket", 6543, "d1", "/arch ive", target)
+    return server_settings("/sb/d1", "/sb/d1/socket", 6543, "d1", restore_command("/arch ive"),
+                           target)
 
 
 def test_the_sandbox_cannot_write_to_the_archive_or_reach_a_primary():
@@ -28,3 +29,4 @@ def test_recovery_settings_are_explicit_and_in_utc():
 
 def test_restore_command_quotes_the_archive_path_and_only_reads():
     assert restore_command("/arch ive") == "cp '/arch ive/%f' %p"
+    assert settings()["restore_command"] == "cp '/arch ive/%f' %p"
