@@ -55,10 +55,30 @@ def summary(report: DrillReport) -> str:
         backup = report.base_backup
         lines.append(f"  base backup   {backup.id} (WAL {backup.start_lsn} .. {backup.stop_lsn}, "
                      f"{backup.size_bytes / 1e6:.1f} MB)")
+    if report.escalation:
+        escalation = report.escalation
+        lines.append(f"  escalated     {escalation.cause_code}; outcome {escalation.outcome} "
+                     f"after {escalation.waited_seconds:g}s"
+                     + (f" (by {escalation.decision.by})" if escalation.decision
+                        and escalation.decision.by else ""))
+    if report.plan:
+        plan = report.plan
+        if plan.fallback:
+            fallback = plan.fallback
+            lines.append(f"  FALLBACK      {fallback.step} because {fallback.cause_code}: "
+                         f"asked for {fallback.requested.describe()}")
+            if fallback.transactions_given_up is not None:
+                lines.append(f"                gives up {fallback.transactions_given_up} "
+                             f"transactions, {_seconds(fallback.seconds_given_up)}")
+        lines.append(f"  predicted     last kept {_commit(plan.predicted.last_kept)}")
+        lines.append(f"                first dropped {_commit(plan.predicted.first_dropped)}")
     if report.recovered:
         recovered = report.recovered
         last = format_utc(recovered.last_commit_time) if recovered.last_commit_time else "none"
         lines.append(f"  recovered to  LSN {recovered.replay_lsn}, last commit {last}")
+        if recovered.matches_prediction is not None:
+            lines.append("  prediction    " + ("held: PostgreSQL stopped exactly where predicted"
+                                             if recovered.matches_prediction else "MISSED"))
         if recovered.stop_reason:
             lines.append(f"  server said   {recovered.stop_reason}")
     for check in report.checks:
