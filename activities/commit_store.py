@@ -21,6 +21,8 @@ from domain.commits import WalEvent
 from domain.lsn import format_lsn
 
 _BUSY_TIMEOUT_S = 30.0
+# The store is a cache of immutable facts: a different layout is rebuilt, never migrated.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
@@ -30,6 +32,9 @@ CREATE TABLE IF NOT EXISTS segments (
     checksum TEXT NOT NULL,
     -- indexed while the next segment was missing: a record crossing into it was not readable
     tail_open INTEGER NOT NULL,
+    -- unreadable from this LSN on (the events before it are good), and why
+    corrupt_at INTEGER,
+    problem TEXT,
     UNIQUE (timeline, file_name, size, checksum)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -71,6 +76,10 @@ class CommitStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                conn.executescript("DROP TABLE IF EXISTS archive_segments;"
+                                   "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS segments;")
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.executescript(_SCHEMA)
 
     @contextmanager
@@ -93,8 +102,10 @@ class CommitStore:
             ).fetchone()
         return None if row is None else bool(row[0])
 
-    def record_segment(self, key: SegmentKey, events: list[WalEvent], tail_open: bool) -> None:
-        """Store a segment's events, replacing an earlier indexing of the same file."""
+    def record_segment(self, key: SegmentKey, events: list[WalEvent], tail_open: bool,
+                       corrupt_at: int | None = None, problem: str | None = None) -> None:
+        """Store a segment's events (those before `corrupt_at`, if it is damaged), replacing
+        an earlier indexing of the same file."""
         with self._connect() as conn:
             conn.execute(
                 "DELETE FROM segments"
@@ -102,9 +113,10 @@ class CommitStore:
                 (key.timeline, key.file_name, key.size, key.checksum),
             )
             segment_id = conn.execute(
-                "INSERT INTO segments (timeline, file_name, size, checksum, tail_open)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key.timeline, key.file_name, key.size, key.checksum, tail_open),
+                "INSERT INTO segments (timeline, file_name, size, checksum, tail_open, corrupt_at,"
+                " problem) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key.timeline, key.file_name, key.size, key.checksum, tail_open, corrupt_at,
+                 problem),
             ).lastrowid
             conn.executemany(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,6 +133,17 @@ class CommitStore:
                 " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
                 [(archive, k.timeline, k.file_name, k.size, k.checksum) for k in keys],
             )
+
+    def archive_corruption(self, archive: str) -> list[tuple[int, str, int, str]]:
+        """(timeline, file name, first unreadable LSN, problem) of the archive's damaged
+        segments."""
+        with self._connect() as conn:
+            return conn.execute(
+                "SELECT s.timeline, s.file_name, s.corrupt_at, s.problem"
+                " FROM archive_segments a JOIN segments s ON s.id = a.segment_id"
+                " WHERE a.archive = ? AND s.corrupt_at IS NOT NULL ORDER BY s.corrupt_at",
+                (archive,),
+            ).fetchall()
 
     def archive_events(self, archive: str) -> list[WalEvent]:
         """Every event of the archive's current segments, in WAL order."""

@@ -71,7 +71,7 @@ class IndexedArchive:
         self._timeline = timeline
         # A .partial segment is never fetched by restore_command under its plain name.
         self.present = {(s.timeline, s.segno) for s in self._listing.segments if not s.partial}
-        self._corrupt = {(c.timeline, c.segno): c.problem for c in indexed.corrupt}
+        self._corrupt = {(c.timeline, c.segno): (c.at_lsn, c.problem) for c in indexed.corrupt}
 
     def _history(self, backup: BaseBackup):
         return choose_timeline(self._timeline, backup.timeline, self._listing.histories)

@@ -59,6 +59,7 @@ _SEGMENT_FILE = re.compile(
     r"(?P<compression>\.gz|\.zst|\.lz4)?$"
 )
 _HISTORY_FILE = re.compile(r"^(?P<timeline>[0-9A-F]{8})\.history$")
+_LSN_IN_ERROR = re.compile(r"\bat ([0-9A-F]+/[0-9A-F]+)")
 _CLI_DECOMPRESSORS = {".zst": "zstd", ".lz4": "lz4"}
 _CHUNK = 1 << 20
 # Not corruption: the archive or the scratch directory is closed to the server user.
@@ -98,15 +99,6 @@ class _SegmentJob:
     key: SegmentKey
 
 
-@dataclass(frozen=True)
-class _SegmentOutcome:
-    """What a worker process hands back: a failure is returned, not raised, so every other
-    segment still gets indexed (and kept for next time)."""
-
-    events: int
-    failure: str | None = None
-
-
 class IndexProgress(BaseModel):
     segments_total: int = 0
     segments_to_index: int = 0
@@ -118,6 +110,7 @@ class CorruptSegment(BaseModel):
     name: str
     timeline: int
     segno: int
+    at_lsn: str  # recovery reads every record before this one
     problem: str
 
 
@@ -181,6 +174,13 @@ def _cli_decompressed(tool: str, path: Path, limit: int | None) -> bytes:
     return head
 
 
+def _bad_record_lsn(stderr: str, segment_start: int) -> int:
+    """Where pg_waldump's complaint says the bad record starts ('... in record at X/Y'; the
+    last LSN named is the record it could not read), else the segment's start."""
+    named = _LSN_IN_ERROR.findall(stderr)
+    return parse_lsn(named[-1]) if named else segment_start
+
+
 def _checksum(path: Path) -> str:
     crc = 0
     with path.open("rb") as stream:
@@ -216,19 +216,19 @@ class WalIndexer:
         jobs = [_SegmentJob(s, listing.find(s.timeline, s.segno + 1), k)
                 for s, k in zip(listing.segments, keys) if self._needs_index(listing, s, k)]
         progress = IndexProgress(segments_total=len(keys), segments_to_index=len(jobs))
-        corrupt = []
         with ProcessPoolExecutor(self._parallelism, mp_context=_SPAWN) as processes:
-            # Every job runs even after a failure: each segment indexed is kept for next time.
-            for job, outcome in zip(jobs, processes.map(self._index_job, jobs)):
+            for events in processes.map(self._index_job, jobs):
                 progress.segments_indexed += 1
-                progress.events_indexed += outcome.events
-                if outcome.failure:
-                    corrupt.append(CorruptSegment(name=job.segment.path.name,
-                                                  timeline=job.segment.timeline,
-                                                  segno=job.segment.segno,
-                                                  problem=outcome.failure))
+                progress.events_indexed += events
                 on_progress(progress)
         self._store.set_archive_segments(str(archive.resolve()), keys)
+        corrupt = [
+            CorruptSegment(name=name, timeline=timeline, at_lsn=format_lsn(at),
+                           segno=parse_segment_name(name[:24], self._segment_size)[1],
+                           problem=problem)
+            for timeline, name, at, problem in self._store.archive_corruption(
+                str(archive.resolve()))
+        ]
         return IndexResult(
             segments=len(keys), segments_indexed=len(jobs), events_indexed=progress.events_indexed,
             bytes_indexed=sum(job.key.size for job in jobs),
@@ -280,35 +280,37 @@ class WalIndexer:
         # Indexed before its successor was archived: a record crossing into it is missing.
         return tail_open and listing.find(segment.timeline, segment.segno + 1) is not None
 
-    def _index_job(self, job: _SegmentJob) -> _SegmentOutcome:
-        try:
-            return _SegmentOutcome(self._index_segment(job.segment, job.successor, job.key))
-        except DrillError as error:
-            return _SegmentOutcome(0, error.message)
+    def _index_job(self, job: _SegmentJob) -> int:
+        return self._index_segment(job.segment, job.successor, job.key)
 
     def _index_segment(self, segment: ArchivedSegment, successor: ArchivedSegment | None,
                        key: SegmentKey) -> int:
         start = segment.segno * self._segment_size
         end = start + self._segment_size
-        with self._scratch() as scratch:
-            self._materialize(segment, scratch, expect_full=not segment.partial)
-            if successor is not None:
-                header = _decompressed_bytes(successor, LONG_PAGE_HEADER)
-                crossing_end = continuation_end(end, header, self._segment_size)
-                if crossing_end is not None:
-                    self._materialize(successor, scratch, limit=crossing_end - end)
-                    end = crossing_end
-            output = self._waldump(scratch, segment.timeline, *_EVENT_RMGRS,
-                                   f"--start={format_lsn(start)}", f"--end={format_lsn(end)}")
-        if output.returncode != 0 and not segment.partial:
-            raise DrillError(
-                ErrorCode.WAL_CORRUPT,
-                f"segment {segment.path.name} is unreadable: {output.stderr.strip()}",
-            )
-        # A .partial segment's error is its end of WAL: the records before it are all valid.
+        try:
+            with self._scratch() as scratch:
+                self._materialize(segment, scratch, expect_full=not segment.partial)
+                if successor is not None:
+                    header = _decompressed_bytes(successor, LONG_PAGE_HEADER)
+                    crossing_end = continuation_end(end, header, self._segment_size)
+                    if crossing_end is not None:
+                        self._materialize(successor, scratch, limit=crossing_end - end)
+                        end = crossing_end
+                output = self._waldump(scratch, segment.timeline, *_EVENT_RMGRS,
+                                       f"--start={format_lsn(start)}", f"--end={format_lsn(end)}")
+        except DrillError as unusable:  # wrong size, undecodable: unreadable from byte one
+            self._store.record_segment(key, [], successor is None, start, unusable.message)
+            return 0
         events = parse_waldump(output.stdout, segment.timeline, segment.path.name,
                                self._segment_size)
-        self._store.record_segment(key, events, tail_open=successor is None)
+        corrupt_at = problem = None
+        # A .partial segment's error is its end of WAL; in a complete one it is damage, and
+        # recovery replays every record before the bad one: keep those, break there.
+        if output.returncode != 0 and not segment.partial:
+            problem = output.stderr.strip()
+            corrupt_at = _bad_record_lsn(output.stderr, start)
+            events = [e for e in events if e.end <= corrupt_at]
+        self._store.record_segment(key, events, successor is None, corrupt_at, problem)
         return len(events)
 
     def _waldump(self, directory: Path, timeline: int, *args: str) -> subprocess.CompletedProcess:
@@ -341,6 +343,11 @@ class WalIndexer:
         else decompressed (only the first `limit` bytes, rounded up to whole pages)."""
         target = directory / segment.name
         if segment.compression is None:
+            size = segment.path.stat().st_size
+            if expect_full and size != self._segment_size:
+                # PostgreSQL refuses it too: 'archive file ... has wrong size'.
+                raise DrillError(ErrorCode.WAL_CORRUPT,
+                                 f"{size} bytes, not {self._segment_size}")
             target.symlink_to(segment.path.resolve())
             return
         wanted = None if limit is None else -(-limit // WAL_PAGE_SIZE) * WAL_PAGE_SIZE
@@ -348,8 +355,7 @@ class WalIndexer:
         if expect_full and len(data) != self._segment_size:
             raise DrillError(
                 ErrorCode.WAL_CORRUPT,
-                f"segment {segment.path.name} decompresses to {len(data)} bytes, "
-                f"not {self._segment_size}",
+                f"decompresses to {len(data)} bytes, not {self._segment_size}",
             )
         target.write_bytes(data)
         self._runtime.give(target)

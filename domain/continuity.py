@@ -25,7 +25,7 @@ class WalBreak(BaseModel):
 
     code: Literal["WAL_GAP", "WAL_CORRUPT"]
     segment: str
-    lsn: str  # the segment's first byte: replay cannot go past it
+    lsn: str  # replay cannot go past it: a missing segment's first byte, a bad record
     detail: str
 
     def error(self, consequence: str) -> DrillError:
@@ -57,12 +57,14 @@ def _candidates(history: TimelineHistory, segno: int, segment_size: int) -> list
 
 def first_break(
     history: TimelineHistory, start_lsn: str, present: set[SegmentId],
-    corrupt: dict[SegmentId, str], segment_size: int = DEFAULT_WAL_SEGMENT_SIZE,
+    corrupt: dict[SegmentId, tuple[str, str]], segment_size: int = DEFAULT_WAL_SEGMENT_SIZE,
 ) -> WalBreak | None:
     """The first unreadable segment from `start_lsn` on, up to the last archived segment of
     the path (beyond that is simply the end of the archive, not a gap)."""
-    path = {tl for tl, _ in timeline_begins(history)}
-    last = max((segno for tl, segno in present if tl in path), default=-1)
+    # Only segments a timeline serves on this path count: timeline 1's WAL after the switch
+    # to timeline 2 is another branch, not WAL this recovery is missing.
+    last = max((segno for tl, segno in present
+                if tl in _candidates(history, segno, segment_size)), default=-1)
     for segno in range(parse_lsn(start_lsn) // segment_size, last + 1):
         timelines = _candidates(history, segno, segment_size)
         found = next((tl for tl in timelines if (tl, segno) in present), None)
@@ -72,8 +74,10 @@ def first_break(
             return WalBreak(code="WAL_GAP", segment=name, lsn=where,
                             detail="is missing from the archive")
         if (found, segno) in corrupt:
+            # Recovery replays every good record before the damaged one.
+            damaged_at, problem = corrupt[(found, segno)]
             return WalBreak(code="WAL_CORRUPT", segment=segment_name(found, segno, segment_size),
-                            lsn=where, detail=f"is unreadable ({corrupt[(found, segno)]})")
+                            lsn=damaged_at, detail=f"is unreadable from {damaged_at} ({problem})")
     return None
 
 

@@ -62,7 +62,8 @@ class FallbackUsed(BaseModel):
     used: ResolvedTarget
     skipped_backups: list[str] = Field(default_factory=list)
     seconds_given_up: float | None = None
-    transactions_given_up: int | None = None
+    transactions_given_up: int | None = None  # None: some lie in WAL that cannot be read
+    transactions_given_up_at_least: int | None = None
 
 
 class DrillPlan(BaseModel):
@@ -156,27 +157,47 @@ def _earlier_backup(backups, target, archive, options, failure) -> DrillPlan:
     return plan
 
 
+def _wanted(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget) -> CommitRef | None:
+    """What the requested target would keep from `backup`, were the WAL whole."""
+    return archive.predict(backup, target, None).last_kept
+
+
+def _too_new(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget) -> bool:
+    try:
+        _wanted(archive, backup, target)
+    except DrillError as error:
+        return error.code in _TOO_NEW
+    return False
+
+
 def _last_consistent(backups, target, archive, options, failure) -> DrillPlan:
-    latest = plan_recovery(backups, LATEST.model_copy(update={"timeline": target.timeline}),
+    # Only backups from before the target: a newer one would carry the recovery past it.
+    before = [b for b in candidate_backups(backups, target) if not _too_new(archive, b, target)]
+    if not before:
+        raise failure
+    latest = plan_recovery(before, LATEST.model_copy(update={"timeline": target.timeline}),
                            archive, options)
     used = last_consistent_target(latest, target)
-    plan = plan_recovery(backups, used, archive, options)
+    plan = plan_recovery(before, used, archive, options)
     kept = plan.predicted.last_kept
     assert kept is not None  # last_consistent_target found it
-    # What the requested target would have kept, were the WAL whole (None: beyond it all).
     try:
-        wanted = archive.predict(plan.backup, target, None).last_kept
+        wanted = _wanted(archive, plan.backup, target)
     except DrillError:
-        wanted = None
+        wanted = None  # beyond all the archive holds
     if wanted is not None:
         seconds = (wanted.commit_time - kept.commit_time).total_seconds()
     else:
         seconds = (target.utc - kept.commit_time).total_seconds() if target.utc else None
+    counted = archive.commits_between(plan.backup, kept.lsn, wanted.lsn if wanted else None)
+    # Commits inside the unreadable WAL cannot be counted: past the break, only a floor.
+    exact = wanted is not None and plan.wal_break is not None \
+        and parse_lsn(wanted.lsn) < parse_lsn(plan.wal_break.lsn)
     plan.fallback = FallbackUsed(
         step="last_consistent_before_gap", cause_code=failure.code, cause=failure.message,
         requested=target, used=used, seconds_given_up=seconds,
-        transactions_given_up=archive.commits_between(
-            plan.backup, kept.lsn, wanted.lsn if wanted else None),
+        transactions_given_up=counted if exact else None,
+        transactions_given_up_at_least=counted,
     )
     return plan
 

@@ -70,7 +70,8 @@ async def test_last_consistent_before_gap_recovers_to_the_last_commit_before_the
     assert (fallback.step, fallback.cause_code) == ("last_consistent_before_gap", "WAL_GAP")
     assert second_backup_segment(damaged).name in fallback.cause
     assert (report.target.mode, report.target.xid, report.target.inclusive) == ("xid", last.xid, True)
-    assert fallback.transactions_given_up == 1
+    # late_batches[0] lies past the missing segment: what the segment held is unknowable.
+    assert fallback.transactions_given_up is None and fallback.transactions_given_up_at_least == 1
     assert fallback.seconds_given_up == (wanted.commit_time - last.commit_time).total_seconds()
     assert report.base_backup.id == "first"
     assert [s.backup_id for s in report.plan.skipped] == ["second"]

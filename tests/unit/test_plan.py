@@ -39,7 +39,8 @@ class FakeArchive:
 
     def predict(self, b, target, before):
         self.predicted.append((b.id, target.mode, before is not None))
-        outcome = self.outcomes.get((b.id, target.mode), prediction())
+        outcome = self.outcomes.get((b.id, target.mode, target.xid),
+                                    self.outcomes.get((b.id, target.mode), prediction()))
         if isinstance(outcome, DrillError):
             raise outcome
         return outcome
@@ -142,7 +143,24 @@ def test_last_consistent_before_gap_moves_the_target_and_counts_the_cost():
     used = plan.fallback.used
     assert (used.mode, used.xid, used.inclusive) == ("xid", 900, True)
     assert plan.fallback.step == "last_consistent_before_gap" and plan.fallback.cause_code == "WAL_GAP"
-    assert plan.fallback.seconds_given_up == 42.0 and plan.fallback.transactions_given_up == 17
+    assert plan.fallback.seconds_given_up == 42.0
+    # The wanted commit lies past the gap: what the gap held cannot be counted, only a floor.
+    assert plan.fallback.transactions_given_up is None
+    assert plan.fallback.transactions_given_up_at_least == 17
+
+
+def test_last_consistent_never_uses_a_backup_that_already_holds_the_target():
+    # xid 741 lies after the gap and inside `new`; the fallback must not replay `new`'s WAL,
+    # which would carry the recovery past the target.
+    archive = FakeArchive(
+        {("new", "xid"): DrillError(ErrorCode.UNKNOWN_XID, "inside the backup"),
+         ("mid", "xid", 741): DrillError(ErrorCode.TARGET_BEYOND_ARCHIVE, "past the gap"),
+         ("new", "latest"): prediction("0/9100000", T0, 999),
+         ("mid", "latest"): prediction("0/3000128", T0, 740)},
+        breaks={"mid": gap("000000010000000000000004", "0/4000000")})
+    plan = plan_with_fallback(BACKUPS, XID, archive,
+                              PlanOptions(fallback=["last_consistent_before_gap"]))
+    assert plan.backup.id == "mid" and plan.fallback.used.xid == 740
 
 
 def test_fallback_steps_only_mend_what_they_can():
@@ -179,9 +197,17 @@ def test_first_break_finds_the_first_missing_segment_and_ignores_the_archive_end
 
 def test_first_break_reports_a_corrupt_segment_recovery_would_read():
     present = {(1, n) for n in (2, 3, 4)}
-    found = first_break(TimelineHistory(timeline=1), "0/2000028", present, {(1, 3): "bad crc"})
-    assert (found.code, found.segment) == ("WAL_CORRUPT", "000000010000000000000003")
+    found = first_break(TimelineHistory(timeline=1), "0/2000028", present,
+                        {(1, 3): ("0/30076B8", "bad crc")})
+    # Recovery replays every good record before the damaged one: the break is that record.
+    assert (found.code, found.segment, found.lsn) == ("WAL_CORRUPT", "000000010000000000000003",
+                                                       "0/30076B8")
     assert "bad crc" in found.error("x").message
+
+
+def test_the_old_timelines_wal_after_the_switch_is_not_a_gap_on_the_new_one():
+    present = {(1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 7), (2, 5)}
+    assert first_break(TL2, "0/2000028", present, {}) is None
 
 
 def test_first_break_follows_the_timeline_path_like_recovery():
