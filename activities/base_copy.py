@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,3 +80,76 @@ def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
     drill_log().info("restore finished", files=progress.files_done, bytes=progress.bytes_done)
     return RestoreResult(files=progress.files_done, bytes_restored=progress.bytes_done,
                          seconds=time.perf_counter() - started)
+
+
+# pg_basebackup -Ft writes base.tar, pg_wal.tar and one OID.tar per tablespace (gzip: -z).
+_TAR_SUFFIXES = (".tar", ".tar.gz")
+
+
+def _tar_named(backup: Path, stem: str) -> Path | None:
+    return next((backup / f"{stem}{suffix}" for suffix in _TAR_SUFFIXES
+                 if (backup / f"{stem}{suffix}").is_file()), None)
+
+
+def base_tar(backup: Path) -> Path | None:
+    return _tar_named(backup, "base")
+
+
+def tar_member_text(tar: Path, member: str) -> str | None:
+    with tarfile.open(tar) as archive:
+        try:
+            extracted = archive.extractfile(member)
+        except KeyError:
+            return None
+        return extracted.read().decode() if extracted else None
+
+
+def _extract(tar: Path, into: Path) -> int:
+    """Extract a tar (never outside `into`: the 'data' filter), returning the bytes written."""
+    written = 0
+    with tarfile.open(tar) as archive:
+        for member in archive:
+            if Path(member.name).name in _SKIPPED:
+                continue
+            archive.extract(member, into, filter="data")
+            written += member.size
+            activity.heartbeat(RestoreProgress(bytes_done=written))
+    return written
+
+
+def _tablespace_tars(backup: Path) -> dict[str, Path]:
+    return {path.name.split(".")[0]: path for path in backup.iterdir()
+            if path.name.split(".")[0].isdigit() and path.name.endswith(_TAR_SUFFIXES)}
+
+
+def extract_tar_backup(source: Path, target: Path, tablespaces: Path,
+                       runtime: PostgresRuntime) -> RestoreResult:
+    """Restore a tar-format backup. Tablespaces go under `tablespaces` (in the sandbox) and
+    tablespace_map is rewritten to point there, never back to the production paths."""
+    started = time.perf_counter()
+    base = base_tar(source)
+    if base is None:
+        raise DrillError(ErrorCode.RESTORE_FAILED, f"{source} holds no base.tar")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        written = _extract(base, target)
+        if (wal := _tar_named(source, "pg_wal")) is not None:
+            written += _extract(wal, target / "pg_wal")
+        moved = {}
+        for oid, tar in _tablespace_tars(source).items():
+            written += _extract(tar, tablespaces / oid)
+            moved[oid] = tablespaces / oid
+        if moved:
+            (target / "tablespace_map").write_text(
+                "".join(f"{oid} {path}\n" for oid, path in moved.items()))
+            runtime.give(tablespaces, recursive=True)
+        for name in ("recovery.signal", "postgresql.conf"):
+            if not (target / name).exists():
+                (target / name).write_text("")
+        target.chmod(0o700)
+        runtime.give(target, recursive=True)
+    except (OSError, tarfile.TarError) as exc:
+        raise DrillError(ErrorCode.RESTORE_FAILED, f"extracting {source}: {exc}") from exc
+    files = sum(1 for p in target.rglob("*") if p.is_file())
+    return RestoreResult(files=files, bytes_restored=written, seconds=time.perf_counter() - started)
+

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
-from activities.base_copy import copy_base_backup
+from activities.base_copy import base_tar, copy_base_backup, extract_tar_backup, tar_member_text
 from activities.contracts import RestoreResult, Sandbox
 from activities.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup, describe_backup, parse_label_fields
@@ -18,6 +19,21 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+def _label(backup: Path) -> tuple[str, str]:
+    """backup_label's text and the backup's format: beside the data, or inside base.tar."""
+    if (label := _read(backup / "backup_label")) is not None:
+        return label, "plain"
+    tar = base_tar(backup)
+    try:
+        label = tar_member_text(tar, "backup_label") if tar else None
+    except (OSError, tarfile.TarError) as exc:
+        raise DrillError(ErrorCode.BACKUP_METADATA_UNREADABLE, f"{tar}: {exc}") from exc
+    if label is None:
+        raise DrillError(ErrorCode.BACKUP_METADATA_UNREADABLE,
+                         f"{backup} has no backup_label (neither plain nor in base.tar[.gz])")
+    return label, "tar"
+
 
 def _tree_size(path: Path) -> int:
     return sum(
@@ -50,6 +66,9 @@ class FilesystemCatalog:
 
     def restore(self, source: FilesystemSource, backup: BaseBackup,
                 sandbox: Sandbox) -> RestoreResult:
+        if backup.format == "tar":
+            return extract_tar_backup(Path(backup.path), Path(sandbox.data_dir),
+                                      Path(sandbox.root) / "tablespaces", self._runtime)
         return copy_base_backup(Path(backup.path), Path(sandbox.data_dir), self._runtime,
                                 self._copy_parallelism)
 
@@ -57,8 +76,9 @@ class FilesystemCatalog:
         return restore_command(source.wal_archive)
 
     def verify(self, source: FilesystemSource, backup: BaseBackup) -> DrillError | None:
-        """pg_verifybackup against the backup's manifest (the WAL is the index's business)."""
-        if not backup.has_manifest:
+        """pg_verifybackup against the backup's manifest (the WAL is the index's business).
+        PostgreSQL 15's pg_verifybackup reads plain backups only: tar backups go unverified."""
+        if not backup.has_manifest or backup.format == "tar":
             return None
         verified = self._runtime.run("pg_verifybackup", "--no-parse-wal", "--quiet",
                                      backup.path, check=False)
@@ -79,14 +99,11 @@ class FilesystemCatalog:
         histories = _history_files(wal_archive)
         backups = []
         for path in sorted(p for p in source_backups.iterdir() if p.is_dir()):
-            label = _read(path / "backup_label")
-            if label is None:
-                raise DrillError(
-                    ErrorCode.BACKUP_METADATA_UNREADABLE, f"{path} has no backup_label"
-                )
+            label, form = _label(path)
             start = parse_label_fields(label).get("START WAL LOCATION", "")
-            backups.append(describe_backup(
+            backup = describe_backup(
                 path.name, str(path), label, _read(path / "backup_manifest"),
                 histories.get(start), _tree_size(path),
-            ))
+            )
+            backups.append(backup.model_copy(update={"format": form}))
         return backups

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -34,6 +35,7 @@ class BaseBackup(BaseModel):
     stop_time: datetime | None
     size_bytes: int
     has_manifest: bool
+    format: Literal["plain", "tar"] = "plain"  # pg_basebackup -Fp, or -Ft (base.tar[.gz])
 
     @property
     def stop_time_upper_bound(self) -> datetime | None:

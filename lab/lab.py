@@ -113,11 +113,12 @@ class Lab:
     def restore_point(self, name: str) -> str:
         return self.sql(f"SELECT pg_create_restore_point('{name}')::text")[0][0]
 
-    def base_backup(self, name: str) -> Path:
+    def base_backup(self, name: str, *options: str) -> Path:
+        """pg_basebackup into base_backups/name; options such as -Ft -z pass through."""
         target = self.base_backups / name
         self.runtime.run(
             "pg_basebackup", "-h", str(self.primary.socket_dir), "-p", str(self.primary.port),
-            "-U", "postgres", "-D", str(target), "--checkpoint=fast", "--no-sync",
+            "-U", "postgres", "-D", str(target), "--checkpoint=fast", "--no-sync", *options,
         )
         return target
 

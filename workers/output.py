@@ -38,6 +38,16 @@ def plan_text(target: ResolvedTarget, planned) -> str:
               f"stops at       {predicted.replay_lsn or 'end of archive'} ({predicted.reason})"]
     if predicted.tie:
         lines.append(f"TIE            {predicted.tie.advice}")
+    if plan.fallback:
+        lines.append(f"FALLBACK       {plan.fallback.step} because {plan.fallback.cause_code}: "
+                     f"recovering to {plan.fallback.used.describe()} instead")
+    if plan.window:
+        earliest = format_utc(plan.window.earliest_time) if plan.window.earliest_time else "?"
+        lines.append(f"restorable     from {plan.window.earliest_lsn} ({earliest}) to "
+                     f"{_commit(plan.window.latest)}")
+    replay = "?" if plan.replay_bytes is None else f"{plan.replay_bytes / 1e6:.1f} MB"
+    lines.append(f"work           restore {plan.restore_bytes / 1e6:.1f} MB, replay {replay}; "
+                 f"estimated {_seconds(plan.estimate_seconds)}")
     lines.append(f"WAL index      {planned.index.segments} segments, "
                  f"{planned.index.segments_indexed} newly indexed in {planned.index.seconds:.2f}s")
     return "\n".join(lines)

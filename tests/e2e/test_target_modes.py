@@ -40,6 +40,20 @@ async def test_xid(temporal_env, worker, scenario: Scenario, inclusive, kept_ind
     assert f"transaction {scenario.batches[3].xid}" in report.recovered.stop_reason
 
 
+@pytest.mark.parametrize("inclusive, kept_index, stamped_index", [(False, 2, 2), (True, 3, 2)])
+async def test_lsn_exactly_at_a_commit_record(temporal_env, worker, scenario: Scenario,
+                                              inclusive, kept_index, stamped_index):
+    # The commit record's LSN, as the plan of an xid drill predicts it.
+    probe = await drill(temporal_env, worker, scenario, {"xid": scenario.batches[3].xid})
+    commit_lsn = probe.plan.predicted.first_dropped.lsn
+    report = await verified(temporal_env, worker, scenario,
+                            {"lsn": commit_lsn, "inclusive": inclusive},
+                            scenario.batches[kept_index].rows)
+    # Inclusive replays that commit, yet PostgreSQL leaves pg_last_xact_replay_timestamp()
+    # at the one before (recoveryStopsAfter returns before SetLatestXTime): as predicted.
+    assert report.recovered.last_commit_time == scenario.batches[stamped_index].commit_time
+
+
 @pytest.mark.parametrize("inclusive", [False, True])
 async def test_lsn_between_two_commits(temporal_env, worker, scenario: Scenario, inclusive):
     kept = scenario.batches[2]
