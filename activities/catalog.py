@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tarfile
+
+import structlog
 from pathlib import Path
 
 from activities.base_copy import base_tar, copy_base_backup, extract_tar_backup, tar_member_text
@@ -13,6 +15,9 @@ from domain.catalog import BaseBackup, describe_backup, parse_label_fields
 from domain.sandbox import restore_command
 from domain.errors import DrillError, ErrorCode
 from domain.spec import FilesystemSource
+
+_log = structlog.get_logger("pitrdrill.catalog")
+
 
 def _read(path: Path) -> str | None:
     try:
@@ -98,12 +103,21 @@ class FilesystemCatalog:
             )
         histories = _history_files(wal_archive)
         backups = []
+        unreadable: list[str] = []
         for path in sorted(p for p in source_backups.iterdir() if p.is_dir()):
-            label, form = _label(path)
-            start = parse_label_fields(label).get("START WAL LOCATION", "")
-            backup = describe_backup(
-                path.name, str(path), label, _read(path / "backup_manifest"),
-                histories.get(start), _tree_size(path),
-            )
+            try:
+                label, form = _label(path)
+                start = parse_label_fields(label).get("START WAL LOCATION", "")
+                backup = describe_backup(
+                    path.name, str(path), label, _read(path / "backup_manifest"),
+                    histories.get(start), _tree_size(path),
+                )
+            except DrillError as error:
+                # lost+found, a pg_basebackup still running: not a reason to refuse the rest.
+                unreadable.append(error.message)
+                _log.warning("not a usable base backup", path=str(path), reason=error.message)
+                continue
             backups.append(backup.model_copy(update={"format": form}))
+        if unreadable and not backups:
+            raise DrillError(ErrorCode.BACKUP_METADATA_UNREADABLE, "; ".join(unreadable))
         return backups

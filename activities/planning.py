@@ -4,6 +4,8 @@ Reads backups and archive; writes only the index cache, which lives outside both
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +96,18 @@ class IndexedArchive:
                 raise elsewhere or error from None
             raise
 
+    def off_path(self, backup: BaseBackup) -> DrillError | None:
+        """A backup taken on another branch (say an unfenced old primary after a failover)
+        cannot start recovery along this timeline path."""
+        history = self._history(backup)
+        leaves = history.span_end(backup.timeline)
+        if backup.timeline in history.timelines and (
+                leaves is None or parse_lsn(backup.stop_lsn) <= leaves):
+            return None
+        return DrillError(ErrorCode.TIMELINE_DIVERGED,
+                          f"backup {backup.id} (timeline {backup.timeline}, ending at "
+                          f"{backup.stop_lsn}) is not on the path of timeline {history.timeline}")
+
     def commits_between(self, backup: BaseBackup, after_lsn: str,
                         through_lsn: str | None) -> int:
         after, through = parse_lsn(after_lsn), through_lsn and parse_lsn(through_lsn)
@@ -128,15 +142,25 @@ class DrillPlanner:
     @activity.defn(name="plan_drill")
     @domain_errors
     def plan_drill(self, request: PlanRequest) -> PlanResult:
-        last_beat = 0.0
+        latest = [IndexProgress()]
+        done = threading.Event()
 
-        def beat(progress: IndexProgress) -> None:
-            nonlocal last_beat
-            if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
-                activity.heartbeat(progress)
-                last_beat = time.monotonic()
+        def keep_beating() -> None:
+            # Checksums, pg_verifybackup and pgbackrest verify report no progress of their
+            # own: beat on a clock, so a long honest plan never looks like a dead worker.
+            while not done.wait(_HEARTBEAT_EVERY_S):
+                activity.heartbeat(latest[0])
 
-        result = self.plan(request, beat)
+        # The heartbeat belongs to this activity's context: the ticker runs inside a copy.
+        ticker = threading.Thread(target=contextvars.copy_context().run, args=(keep_beating,),
+                                  daemon=True)
+        ticker.start()
+        try:
+            result = self.plan(request, lambda progress: latest.__setitem__(0, progress))
+        finally:
+            done.set()
+            ticker.join()
+        activity.heartbeat(latest[0])  # the final count, however quick the plan was
         drill_log().info("planned", backup=result.plan.backup.id,
                          predicted_replay_lsn=result.plan.predicted.replay_lsn,
                          segments_indexed=result.index.segments_indexed)

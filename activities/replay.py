@@ -29,6 +29,9 @@ from domain.targets import render_settings
 _STOP_LINE = re.compile(r"^.*(recovery stopping .*)$", re.MULTILINE)
 _STARTUP_GRACE_S = 30.0
 _DIED_AFTER_S = 1.0
+# What a server says while it is starting or not yet consistent: worth waiting for.
+_NOT_YET = ("starting up", "not yet accepting connections", "No such file or directory",
+            "Connection refused", "shutting down")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 _STATE_SQL = """
 SELECT pg_is_in_recovery(),
@@ -49,18 +52,24 @@ def _stop_reason(log: str) -> str | None:
 
 
 def _read_state(server: PostgresServer, user: str) -> tuple | None:
-    """Recovery state, or None while the server does not accept connections yet."""
+    """Recovery state, or None while the server does not accept connections yet. A refusal
+    that waiting cannot cure (no such role or database) fails at once, not in 12 hours."""
     try:
         with server.connect(user=user) as conn:
             return conn.execute(_STATE_SQL).fetchone()
-    except psycopg.OperationalError:
-        return None
+    except psycopg.OperationalError as exc:
+        if any(reason in str(exc) for reason in _NOT_YET):
+            return None
+        raise DrillError(ErrorCode.RECOVERY_FAILED,
+                         f"the sandbox server refuses the connection as {user!r}: {exc}; set "
+                         "db_user in the spec to a role of the backed-up cluster") from exc
 
 
-def _awaited_action(request: ReplayRequest, progress: ReplayProgress) -> str:
+def _awaited_action(request: ReplayRequest) -> str:
     if request.target.mode == "latest":
         return "promote"  # no target: PostgreSQL ends recovery at the end of the archive
-    return "pause" if progress.restarted_paused else request.target.action
+    # shutdown: once it has stopped at the target, the server is re-opened paused to verify.
+    return "promote" if request.target.action == "promote" else "pause"
 
 
 def _reached(action: str, in_recovery: bool, pause_state: str | None) -> bool:
@@ -71,7 +80,7 @@ def _reached(action: str, in_recovery: bool, pause_state: str | None) -> bool:
 
 class ReplayActivities:
     def __init__(self, runtime: PostgresRuntime, sources: BackupSources,
-                 max_poll_interval_s: float = 2.0) -> None:
+                 max_poll_interval_s: float = 0.25) -> None:
         self._runtime = runtime
         self._sources = sources
         self._max_poll_interval_s = max_poll_interval_s
@@ -142,7 +151,7 @@ class ReplayActivities:
             if state is not None:
                 in_recovery, pause_state, lsn, last_commit = state
                 progress.replay_lsn = lsn
-                if _reached(_awaited_action(request, progress), in_recovery, pause_state):
+                if _reached(_awaited_action(request), in_recovery, pause_state):
                     drill_log().info("recovery reached the target", replay_lsn=lsn,
                                      last_commit_time=str(last_commit))
                     return ReplayResult(

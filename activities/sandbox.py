@@ -37,7 +37,12 @@ class SandboxActivities:
         self._root = root
 
     def _dir_for(self, drill_id: str) -> Path:
-        return self._root / _SAFE_ID.sub("_", drill_id)
+        """One directory per drill, always directly under the root: teardown removes it."""
+        name = _SAFE_ID.sub("_", drill_id)
+        if name.strip(".") == "":
+            raise DrillError(ErrorCode.SANDBOX_FAILED,
+                             f"drill id {drill_id!r} cannot name a sandbox directory")
+        return self._root / name
 
     @activity.defn(name="provision_sandbox")
     @domain_errors
@@ -45,7 +50,11 @@ class SandboxActivities:
         root = self._dir_for(request.drill_id)
         record = root / "sandbox.json"
         if record.exists():  # a retry: the same sandbox, not a second one
-            return Sandbox.model_validate_json(record.read_text())
+            existing = Sandbox.model_validate_json(record.read_text())
+            if existing.drill_id != request.drill_id:
+                raise DrillError(ErrorCode.SANDBOX_FAILED,
+                                 f"{root} belongs to drill {existing.drill_id!r}")
+            return existing
         try:
             self._runtime.make_private_dir(self._root, 0o755)
             self._runtime.make_private_dir(root, 0o755)
@@ -74,7 +83,11 @@ class SandboxActivities:
         pid = server.pid()
         # The copy is disposable: no need to wait for a clean shutdown checkpoint.
         server.stop("immediate")
+        if server.pid() is not None:
+            raise RuntimeError(f"the sandbox server {pid} is still running; retrying")
         remove_tree(Path(sandbox.root))
+        if Path(sandbox.root).exists():
+            raise RuntimeError(f"{sandbox.root} could not be removed yet; retrying")
         drill_log().info("sandbox torn down", root=sandbox.root, stopped_pid=pid)
         return TeardownResult(
             removed=not Path(sandbox.root).exists(),

@@ -242,8 +242,9 @@ class WalIndexer:
         the WAL before `until_lsn` (where the archive breaks) if given."""
         listing = list_archive(archive, self._segment_size)
         history = choose_timeline(target.timeline, backup.timeline, listing.histories)
+        # restore_command never fetches a .partial segment: its records are not replayed.
         events = [e for e in on_timeline(self.events(archive), history)
-                  if until_lsn is None or e.end <= until_lsn]
+                  if (until_lsn is None or e.end <= until_lsn) and ".partial" not in e.segment]
         record = None
         if target.mode == "lsn":
             assert target.lsn is not None

@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     OVER_BUDGET = "OVER_BUDGET"
     ESCALATION_ABORTED = "ESCALATION_ABORTED"
     ESCALATION_TIMEOUT = "ESCALATION_TIMEOUT"
+    PREFLIGHT_FAILED = "PREFLIGHT_FAILED"
     SANDBOX_FAILED = "SANDBOX_FAILED"
     RESTORE_FAILED = "RESTORE_FAILED"
     RECOVERY_FAILED = "RECOVERY_FAILED"
@@ -223,6 +224,11 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "input",
         "Pre-flight failed, the drill was escalated, and nobody decided in time.",
         "Nothing was created; re-run the drill, or raise the escalation timeout.",
+    ),
+    ErrorCode.PREFLIGHT_FAILED: ErrorInfo(
+        "runtime",
+        "Pre-flight could not finish: reading the catalog or the archive failed unexpectedly.",
+        "Read the message (permissions, a dead mount?); nothing was created. Retry once fixed.",
     ),
     ErrorCode.SANDBOX_FAILED: ErrorInfo(
         "runtime",

@@ -34,6 +34,8 @@ class ArchiveView(Protocol):
 
     def verify(self, backup: BaseBackup) -> DrillError | None: ...
 
+    def off_path(self, backup: BaseBackup) -> DrillError | None: ...
+
     def commits_between(self, backup: BaseBackup, after_lsn: str,
                         through_lsn: str | None) -> int: ...
 
@@ -122,6 +124,11 @@ def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: Ar
     skipped: list[SkippedBackup] = []
     last_error: DrillError | None = None
     for backup in candidate_backups(backups, target):
+        if (elsewhere := archive.off_path(backup)) is not None:
+            skipped.append(SkippedBackup(backup_id=backup.id, code=elsewhere.code,
+                                         reason=elsewhere.message))
+            last_error = elsewhere
+            continue
         wal_break = archive.wal_break(backup)
         try:
             if wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn):
@@ -256,12 +263,14 @@ def check_budget(plan: DrillPlan, max_seconds: float | None) -> None:
 
 
 def verify_prediction(predicted: Prediction, replay_lsn: str | None,
-                      last_xact_time: datetime | None) -> DrillError | None:
-    """PREDICTION_MISMATCH when PostgreSQL stopped anywhere but where the WAL said it would."""
+                      last_xact_time: datetime | None, reopened: bool = False) -> DrillError | None:
+    """PREDICTION_MISMATCH when PostgreSQL stopped anywhere but where the WAL said it would.
+    A server re-opened after shutting down at the target replayed only from its last
+    restartpoint, so its last transaction time says nothing: only the position counts."""
     differences = []
     if predicted.replay_lsn is not None and predicted.replay_lsn != replay_lsn:
         differences.append(f"replay LSN {replay_lsn}, predicted {predicted.replay_lsn}")
-    if predicted.last_xact_replay_time != last_xact_time:
+    if not reopened and predicted.last_xact_replay_time != last_xact_time:
         differences.append(f"last transaction time {last_xact_time}, predicted "
                            f"{predicted.last_xact_replay_time}")
     if not differences:

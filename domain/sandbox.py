@@ -12,14 +12,29 @@ from pathlib import PurePosixPath
 from domain.targets import ResolvedTarget, recovery_settings
 
 
+# How an archived segment may be stored, and the command that writes it out plain.
+_FETCHERS = (("", "cp {src} %p"), (".gz", "gzip -dc {src} > %p"),
+             (".zst", "zstd -qdc {src} > %p"), (".lz4", "lz4 -qdc {src} > %p"))
+
+
 def restore_command(wal_archive: str) -> str:
-    """Read-only fetch from the archive; a missing file makes cp fail, which ends the stream."""
-    source = shlex.quote(str(PurePosixPath(wal_archive) / "%f"))
-    return f"cp {source} %p"
+    """Read-only fetch from the archive, plain or compressed; when no copy exists the command
+    fails, which is how PostgreSQL learns the archive has ended."""
+    branches = []
+    for suffix, fetch in _FETCHERS:
+        src = shlex.quote(str(PurePosixPath(wal_archive) / "%f")) + suffix
+        branches.append(f"if [ -f {src} ]; then {fetch.format(src=src)}; ")
+    return "el".join(branches) + "else exit 1; fi"
 
 
 def isolation_settings(sandbox_dir: str, socket_dir: str, port: int, drill_id: str) -> dict[str, str]:
     return {
+        # -D only names the configuration directory: a restored postgresql.conf saying
+        # data_directory = '/var/lib/postgresql/15/main' would otherwise run the drill there.
+        "data_directory": f"{sandbox_dir}/data",
+        # Paused in recovery, the server polls this file, deletes it and promotes: an HA
+        # standby's trigger path must never reach a sandbox.
+        "promote_trigger_file": "",
         # Reachable only through a private unix socket; no TCP at all.
         "listen_addresses": "",
         "unix_socket_directories": socket_dir,
@@ -48,13 +63,23 @@ def isolation_settings(sandbox_dir: str, socket_dir: str, port: int, drill_id: s
     }
 
 
+# Every recovery target setting PostgreSQL 15 has: all are set, so none left in a restored
+# configuration file can add a second target ("multiple recovery targets specified").
+_TARGET_SETTINGS = ("recovery_target", "recovery_target_lsn", "recovery_target_name",
+                    "recovery_target_time", "recovery_target_xid")
+
+
 def server_settings(
     sandbox_dir: str, socket_dir: str, port: int, drill_id: str, fetch_wal: str,
     target: ResolvedTarget,
 ) -> dict[str, str]:
-    """`fetch_wal` is the source's read-only restore_command."""
+    """`fetch_wal` is the source's read-only restore_command. The unused target settings are
+    blanked before the chosen one is set: their assign hooks refuse a blank after it."""
+    chosen = recovery_settings(target)
+    blanks = {name: "" for name in _TARGET_SETTINGS if name not in chosen}
     return {
         **isolation_settings(sandbox_dir, socket_dir, port, drill_id),
         "restore_command": fetch_wal,
-        **recovery_settings(target),
+        **blanks,
+        **chosen,
     }

@@ -67,6 +67,11 @@ class _Place:
     zone: ZoneInfo | None
 
 
+# tzdata zones whose names PostgreSQL's default timezone_abbreviations read as fixed offsets.
+_FIXED_IN_POSTGRESQL = {"CET": "UTC+01:00", "MET": "UTC+01:00", "EET": "UTC+02:00",
+                        "WET": "UTC+00:00"}
+
+
 @cache
 def _zones_by_folded_name() -> dict[str, str]:
     # tzdata's own list, not zoneinfo.available_timezones(), which also walks the host's files.
@@ -75,8 +80,8 @@ def _zones_by_folded_name() -> dict[str, str]:
 
 
 def zone_names() -> list[str]:
-    """Every zone of the bundled tzdata release, sorted."""
-    return sorted(_zones_by_folded_name().values())
+    """Every zone of the bundled tzdata release that pitrdrill accepts, sorted."""
+    return sorted(set(_zones_by_folded_name().values()) - set(_FIXED_IN_POSTGRESQL))
 
 
 @cache
@@ -84,6 +89,13 @@ def load_zone(name: str) -> ZoneInfo:
     """The zone from the bundled tzdata, never from the host. Names match case-insensitively,
     as PostgreSQL's do; the zone's key is the canonical spelling."""
     canonical = _zones_by_folded_name().get(name.lower())
+    if canonical in _FIXED_IN_POSTGRESQL:
+        raise DrillError(
+            ErrorCode.TARGET_UNKNOWN_TIMEZONE,
+            f"{name!r} is ambiguous: PostgreSQL reads it as the fixed abbreviation "
+            f"{_FIXED_IN_POSTGRESQL[canonical]}, tzdata as a zone with summer time, an hour "
+            "apart half the year; use a city zone (e.g. Europe/Paris) or an explicit offset",
+        )
     if canonical is None:
         raise DrillError(
             ErrorCode.TARGET_UNKNOWN_TIMEZONE,

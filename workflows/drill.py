@@ -13,8 +13,9 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckActivities
@@ -97,7 +98,8 @@ class DrillWorkflow:
         try:
             await self._validate(spec, report)
         except (ActivityError, DrillError) as exc:
-            cause = _error_entry(exc, ErrorCode.SPEC_INVALID)
+            _reraise_cancellation(exc)
+            cause = _error_entry(exc, ErrorCode.PREFLIGHT_FAILED)
             if "escalate" not in spec.fallback or kind_of(cause.code) != "input":
                 return self._finish(report, cause)
             decided = await self._escalate(spec, report, cause)
@@ -106,8 +108,10 @@ class DrillWorkflow:
             try:
                 await self._validate(decided, report)
             except (ActivityError, DrillError) as again:
-                return self._finish(report, _error_entry(again, ErrorCode.SPEC_INVALID))
+                _reraise_cancellation(again)
+                return self._finish(report, _error_entry(again, ErrorCode.PREFLIGHT_FAILED))
         sandbox: Sandbox | None = None
+        failure: ErrorEntry | None = None
         stage_code = ErrorCode.SANDBOX_FAILED
         try:
             async with self._timed("provision"):
@@ -124,13 +128,14 @@ class DrillWorkflow:
             stage_code = ErrorCode.CHECK_ERROR
             await self._check(spec, sandbox, report)
         except ActivityError as exc:
-            return self._finish(report, _error_entry(exc, stage_code))
+            _reraise_cancellation(exc)
+            failure = _error_entry(exc, stage_code)
         finally:
             if sandbox is not None:
                 await self._teardown(sandbox)
-        if not report.errors:
+        if failure is None and not report.errors:
             await self._record_throughput(report)
-        return self._finish(report)
+        return self._finish(report, failure)
 
     async def _record_throughput(self, report: DrillReport) -> None:
         """Feed the next plans' estimates; a drill never fails for want of this."""
@@ -193,7 +198,12 @@ class DrillWorkflow:
             return None
         record.outcome, record.decision = "proceed", decision
         if decision.target is not None:
-            return spec.model_copy(update={"target": decision.target})
+            # The human names a new stop; timeline, action and the rest stay the spec's.
+            modes = {"time": None, "lsn": None, "xid": None, "name": None,
+                     "immediate": False, "latest": False}
+            merged = spec.target.model_copy(
+                update={**modes, **decision.target.model_dump(exclude_unset=True)})
+            return spec.model_copy(update={"target": merged})
         return spec.model_copy(update={"fallback": ["earlier_backup", "last_consistent_before_gap"]})
 
     async def _validate(self, spec: DrillSpec, report: DrillReport) -> None:
@@ -234,6 +244,8 @@ class DrillWorkflow:
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=IO,
+                # On cancel, teardown must not race a copy still writing into the sandbox.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         report.metrics.bytes_restored = restored.bytes_restored
         report.metrics.restore_mb_per_s = mb_per_s(restored.bytes_restored, restored.seconds)
@@ -250,12 +262,14 @@ class DrillWorkflow:
                 start_to_close_timeout=timedelta(hours=12),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=IO,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         recovered: Recovered = replayed.recovered
         report.recovered = recovered
         assert report.plan is not None
         mismatch = verify_prediction(
-            report.plan.predicted, recovered.replay_lsn, recovered.last_commit_time
+            report.plan.predicted, recovered.replay_lsn, recovered.last_commit_time,
+            reopened=report.target.action == "shutdown",
         )
         recovered.matches_prediction = mismatch is None
         if mismatch is not None:
@@ -319,6 +333,12 @@ class DrillWorkflow:
             "drill finished", extra={"status": report.status, "errors": len(report.errors)}
         )
         return report
+
+
+def _reraise_cancellation(exc: BaseException) -> None:
+    """A cancelled drill ends cancelled: never reported as bad input, never escalated."""
+    if isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError):
+        raise exc
 
 
 def _error_entry(exc: BaseException, fallback: ErrorCode) -> ErrorEntry:

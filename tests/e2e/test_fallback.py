@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -163,3 +164,18 @@ async def test_escalate_then_timeout_rejects_and_refuses_late_decisions(temporal
     late = await asyncio.to_thread(pitrdrill, "drill", "decide", handle.id, "proceed", "--json",
                                    env={"TEMPORAL_ADDRESS": address})
     assert late.returncode == 2
+
+
+async def test_a_compressed_archive_is_planned_and_replayed_from_its_compressed_segments(
+        temporal_env, worker, scenario, damaged, runtime):
+    for segment in (damaged / "wal").iterdir():
+        if len(segment.name) == 24:  # segments, not .backup or .history files
+            subprocess.run(["gzip", str(segment)], check=True)
+    runtime.give(damaged, recursive=True)
+    kept = scenario.late_batches[0]
+    spec = spec_for(scenario, damaged, {"xid": scenario.late_batches[1].xid}, kept.rows, 150)
+    report = await run_drill(temporal_env.client, spec, f"e2e-gz-{uuid.uuid4().hex[:6]}",
+                             worker.task_queue, False)
+    assert report.status == "verified", report.errors
+    assert report.recovered.last_commit_time == kept.commit_time
+    assert report.recovered.matches_prediction is True

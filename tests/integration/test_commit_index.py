@@ -232,7 +232,7 @@ def test_the_plan_activity_heartbeats_indexes_and_predicts_from_the_right_backup
         source=FilesystemSource(base_backups=str(scenario.lab.base_backups),
                                 wal_archive=str(scenario.lab.wal_archive)),
         target=target("name", name=scenario.restore_point)))
-    assert beats[0].segments_total == planned.index.segments == planned.index.segments_indexed
+    assert beats[-1].segments_total == planned.index.segments == planned.index.segments_indexed
     # The restore point lies inside backup `second`: the planner falls back to `first`.
     assert planned.plan.backup.id == "first"
     assert [s.backup_id for s in planned.plan.skipped] == ["second"]

@@ -30,8 +30,9 @@ def prediction(lsn: str = "0/3000128", at: datetime = T0, xid: int = 740) -> Pre
 class FakeArchive:
     """An ArchiveView whose answers each test sets: (backup id, target mode) -> outcome."""
 
-    def __init__(self, outcomes=None, breaks=None, corrupt=(), commits=0):
+    def __init__(self, outcomes=None, breaks=None, corrupt=(), commits=0, elsewhere=()):
         self.outcomes, self.breaks, self.corrupt, self.commits = outcomes or {}, breaks or {}, corrupt, commits
+        self.elsewhere = elsewhere
         self.predicted = []
 
     def wal_break(self, b):
@@ -50,6 +51,9 @@ class FakeArchive:
 
     def commits_between(self, b, after_lsn, through_lsn):
         return self.commits
+
+    def off_path(self, b):
+        return DrillError(ErrorCode.TIMELINE_DIVERGED, f"{b.id} elsewhere") if b.id in self.elsewhere else None
 
 
 def gap(segment="000000010000000000000004", lsn="0/4000000"):
@@ -163,6 +167,12 @@ def test_last_consistent_never_uses_a_backup_that_already_holds_the_target():
     assert plan.backup.id == "mid" and plan.fallback.used.xid == 740
 
 
+def test_a_backup_on_another_timeline_branch_is_skipped_for_an_older_one():
+    plan = plan_with_fallback(BACKUPS, XID, FakeArchive(elsewhere={"new"}))
+    assert plan.backup.id == "mid"
+    assert [(s.backup_id, s.code) for s in plan.skipped] == [("new", "TIMELINE_DIVERGED")]
+
+
 def test_fallback_steps_only_mend_what_they_can():
     archive = FakeArchive({(b.id, "xid"): DrillError(ErrorCode.XID_ABORTED, "x") for b in BACKUPS})
     with pytest.raises(DrillError) as raised:
@@ -251,6 +261,11 @@ def test_any_difference_from_the_prediction_is_prediction_mismatch():
     error = verify_prediction(prediction(), "0/3000200", T0)
     assert error.code == ErrorCode.PREDICTION_MISMATCH
     assert "0/3000200" in error.message and "0/3000128" in error.message
+
+
+def test_a_server_reopened_after_shutdown_is_held_to_its_position_only():
+    assert verify_prediction(prediction(), "0/3000128", None, reopened=True) is None
+    assert verify_prediction(prediction(), "0/3000200", T0, reopened=True).code == "PREDICTION_MISMATCH"
 
 
 def test_latest_has_no_predicted_lsn_but_its_last_transaction_is_still_checked():

@@ -27,6 +27,24 @@ def test_recovery_settings_are_explicit_and_in_utc():
     assert s["recovery_target_action"] == "pause"
 
 
-def test_restore_command_quotes_the_archive_path_and_only_reads():
-    assert restore_command("/arch ive") == "cp '/arch ive/%f' %p"
-    assert settings()["restore_command"] == "cp '/arch ive/%f' %p"
+def test_restore_command_quotes_the_archive_path_reads_compressed_copies_and_only_reads():
+    command = restore_command("/arch ive")
+    assert command == (
+        "if [ -f '/arch ive/%f' ]; then cp '/arch ive/%f' %p; "
+        "elif [ -f '/arch ive/%f'.gz ]; then gzip -dc '/arch ive/%f'.gz > %p; "
+        "elif [ -f '/arch ive/%f'.zst ]; then zstd -qdc '/arch ive/%f'.zst > %p; "
+        "elif [ -f '/arch ive/%f'.lz4 ]; then lz4 -qdc '/arch ive/%f'.lz4 > %p; "
+        "else exit 1; fi")
+    assert settings()["restore_command"] == command
+
+
+def test_the_sandbox_runs_on_its_own_data_and_ignores_trigger_files():
+    s = settings()
+    assert s["data_directory"] == "/sb/d1/data" and s["promote_trigger_file"] == ""
+
+
+def test_every_other_recovery_target_is_blanked_before_the_chosen_one():
+    names = list(settings())
+    blanks = ["recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_xid"]
+    assert all(settings()[name] == "" for name in blanks)
+    assert max(names.index(n) for n in blanks) < names.index("recovery_target_time")

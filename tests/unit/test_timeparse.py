@@ -391,3 +391,11 @@ def test_zone_names_are_the_tzdata_release_sorted() -> None:
 def test_load_zone_is_cached_and_canonical() -> None:
     assert load_zone("Europe/London") is load_zone("Europe/London")
     assert load_zone("europe/london").key == "Europe/London"
+
+
+@pytest.mark.parametrize("zone", ["CET", "EET", "WET", "MET", "cet"])
+def test_zone_names_postgresql_reads_as_fixed_abbreviations_are_refused(zone):
+    with pytest.raises(DrillError) as raised:
+        parse_target_time(f"2024-07-15 14:30:00 {zone}", None, None)
+    assert raised.value.code == ErrorCode.TARGET_UNKNOWN_TIMEZONE
+    assert "Europe/Paris" in raised.value.message
