@@ -22,7 +22,7 @@ from domain.lsn import format_lsn
 
 _BUSY_TIMEOUT_S = 30.0
 # The store is a cache of immutable facts: a different layout is rebuilt, never migrated.
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS archive_segments (
     segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     PRIMARY KEY (archive, segment_id)
 );
+-- Checksums already computed, by file path, size and mtime (segments are immutable).
+CREATE TABLE IF NOT EXISTS file_checksums (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    checksum TEXT NOT NULL
+);
 -- What finished drills measured, for the next plans' duration estimates.
 CREATE TABLE IF NOT EXISTS drill_throughput (
     recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
@@ -68,6 +75,9 @@ class SegmentKey:
     file_name: str
     size: int
     checksum: str
+    # Where and as what the checksum was last computed (not part of the identity).
+    path: str = ""
+    mtime_ns: int = 0
 
 
 class CommitStore:
@@ -78,6 +88,7 @@ class CommitStore:
             conn.execute("PRAGMA journal_mode=WAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
                 conn.executescript("DROP TABLE IF EXISTS archive_segments;"
+                                   "DROP TABLE IF EXISTS file_checksums;"
                                    "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS segments;")
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.executescript(_SCHEMA)
@@ -124,9 +135,18 @@ class CommitStore:
                   e.timestamp.isoformat() if e.timestamp else None, e.name) for e in events],
             )
 
-    def set_archive_segments(self, archive: str, keys: list[SegmentKey]) -> None:
-        """Record which indexed segments the archive holds now."""
+    def known_checksums(self) -> dict[tuple[str, int, int], str]:
         with self._connect() as conn:
+            rows = conn.execute("SELECT path, size, mtime_ns, checksum FROM file_checksums")
+            return {(path, size, mtime): checksum for path, size, mtime, checksum in rows}
+
+    def set_archive_segments(self, archive: str, keys: list[SegmentKey]) -> None:
+        """Record which indexed segments the archive holds now, and their checksums."""
+        with self._connect() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO file_checksums VALUES (?, ?, ?, ?)",
+                [(k.path, k.size, k.mtime_ns, k.checksum) for k in keys if k.path],
+            )
             conn.execute("DELETE FROM archive_segments WHERE archive = ?", (archive,))
             conn.executemany(
                 "INSERT INTO archive_segments SELECT ?, id FROM segments"

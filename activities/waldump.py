@@ -189,9 +189,14 @@ def _checksum(path: Path) -> str:
     return f"{crc:08x}"
 
 
-def _key(segment: ArchivedSegment) -> SegmentKey:
-    return SegmentKey(segment.timeline, segment.path.name, segment.path.stat().st_size,
-                      _checksum(segment.path))
+def _key(segment: ArchivedSegment, known: dict[tuple[str, int, int], str]) -> SegmentKey:
+    """The segment's identity. Archived segments are immutable: a file whose path, size and
+    mtime are unchanged keeps its checksum, so a large archive is not re-read every plan."""
+    stat = segment.path.stat()
+    checksum = known.get((str(segment.path), stat.st_size, stat.st_mtime_ns)) \
+        or _checksum(segment.path)
+    return SegmentKey(segment.timeline, segment.path.name, stat.st_size, checksum,
+                      str(segment.path), stat.st_mtime_ns)
 
 
 class WalIndexer:
@@ -211,8 +216,9 @@ class WalIndexer:
         """Index every segment of the archive not indexed yet, in parallel."""
         started = time.perf_counter()
         listing = list_archive(archive, self._segment_size)
+        known = self._store.known_checksums()
         with ThreadPoolExecutor(self._parallelism) as threads:  # crc32 releases the GIL
-            keys = list(threads.map(_key, listing.segments))
+            keys = list(threads.map(lambda s: _key(s, known), listing.segments))
         jobs = [_SegmentJob(s, listing.find(s.timeline, s.segno + 1), k)
                 for s, k in zip(listing.segments, keys) if self._needs_index(listing, s, k)]
         progress = IndexProgress(segments_total=len(keys), segments_to_index=len(jobs))
