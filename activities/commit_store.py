@@ -103,15 +103,13 @@ class CommitStore:
         finally:
             conn.close()
 
-    def tail_open(self, key: SegmentKey) -> bool | None:
-        """None when the segment was never indexed; else whether its tail is still open."""
+    def tails(self) -> dict[tuple[int, str, int, str], bool]:
+        """tail_open of every indexed segment, by identity: one query for a whole archive."""
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT tail_open FROM segments"
-                " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
-                (key.timeline, key.file_name, key.size, key.checksum),
-            ).fetchone()
-        return None if row is None else bool(row[0])
+            rows = conn.execute(
+                "SELECT timeline, file_name, size, checksum, tail_open FROM segments")
+            return {(tl, name, size, checksum): bool(tail) for tl, name, size, checksum, tail
+                    in rows}
 
     def record_segment(self, key: SegmentKey, events: list[WalEvent], tail_open: bool,
                        corrupt_at: int | None = None, problem: str | None = None) -> None:

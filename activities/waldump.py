@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -86,10 +87,17 @@ class ArchiveListing:
     segments: list[ArchivedSegment]
     histories: dict[int, TimelineHistory]
 
+    @cached_property
+    def _copies(self) -> dict[tuple[int, int], list[ArchivedSegment]]:
+        copies: dict[tuple[int, int], list[ArchivedSegment]] = {}
+        for segment in self.segments:
+            copies.setdefault((segment.timeline, segment.segno), []).append(segment)
+        return copies
+
     def find(self, timeline: int, segno: int) -> ArchivedSegment | None:
         """The best copy of a segment: complete before .partial, plain before compressed."""
-        copies = [s for s in self.segments if s.timeline == timeline and s.segno == segno]
-        return min(copies, key=lambda s: (s.partial, s.compression is not None), default=None)
+        return min(self._copies.get((timeline, segno), []),
+                   key=lambda s: (s.partial, s.compression is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,15 @@ def _key(segment: ArchivedSegment, known: dict[tuple[str, int, int], str]) -> Se
                       str(segment.path), stat.st_mtime_ns)
 
 
+def _needs_index(listing: ArchiveListing, segment: ArchivedSegment, key: SegmentKey,
+                 tails: dict[tuple[int, str, int, str], bool]) -> bool:
+    tail_open = tails.get((key.timeline, key.file_name, key.size, key.checksum))
+    if tail_open is None:
+        return True
+    # Indexed before its successor was archived: a record crossing into it is missing.
+    return tail_open and listing.find(segment.timeline, segment.segno + 1) is not None
+
+
 class WalIndexer:
     def __init__(self, runtime: PostgresRuntime, store: CommitStore,
                  scratch_root: Path | None = None, parallelism: int | None = None,
@@ -219,8 +236,9 @@ class WalIndexer:
         known = self._store.known_checksums()
         with ThreadPoolExecutor(self._parallelism) as threads:  # crc32 releases the GIL
             keys = list(threads.map(lambda s: _key(s, known), listing.segments))
+        tails = self._store.tails()
         jobs = [_SegmentJob(s, listing.find(s.timeline, s.segno + 1), k)
-                for s, k in zip(listing.segments, keys) if self._needs_index(listing, s, k)]
+                for s, k in zip(listing.segments, keys) if _needs_index(listing, s, k, tails)]
         progress = IndexProgress(segments_total=len(keys), segments_to_index=len(jobs))
         with ProcessPoolExecutor(self._parallelism, mp_context=_SPAWN) as processes:
             for events in processes.map(self._index_job, jobs):
@@ -278,14 +296,6 @@ class WalIndexer:
         return records[0] if records else None
 
     # --- one segment -----------------------------------------------------------------------
-
-    def _needs_index(self, listing: ArchiveListing, segment: ArchivedSegment,
-                     key: SegmentKey) -> bool:
-        tail_open = self._store.tail_open(key)
-        if tail_open is None:
-            return True
-        # Indexed before its successor was archived: a record crossing into it is missing.
-        return tail_open and listing.find(segment.timeline, segment.segno + 1) is not None
 
     def _index_job(self, job: _SegmentJob) -> int:
         return self._index_segment(job.segment, job.successor, job.key)
