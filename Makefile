@@ -57,3 +57,4 @@ clean:
 # full, the default: 1 GiB backup and WAL, under 30 minutes). Writes bench/results/*.json.
 bench: setup
 	$(PY) -m bench.run
+	$(PY) -m bench.index_scale
