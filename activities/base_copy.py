@@ -15,7 +15,7 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.log import drill_log
+from activities.log import drill_log, resumed
 from activities.contracts import RestoreProgress, RestoreResult
 from activities.pg_runtime import PostgresRuntime
 from domain.errors import DrillError, ErrorCode
@@ -36,9 +36,14 @@ def restore_plan(source: Path) -> tuple[list[Path], list[Path]]:
     return directories, files
 
 
-def _progress_from_heartbeat() -> RestoreProgress:
-    details = activity.info().heartbeat_details
-    return RestoreProgress.model_validate(details[0]) if details else RestoreProgress()
+def _ready_for_recovery(target: Path, runtime: PostgresRuntime) -> None:
+    """Recovery mode, a config file (Debian keeps postgresql.conf in /etc, so backups of it
+    lack one), and the ownership and mode PostgreSQL insists on."""
+    for name in ("recovery.signal", "postgresql.conf"):
+        if not (target / name).exists():
+            (target / name).write_text("")
+    target.chmod(0o700)
+    runtime.give(target, recursive=True)
 
 
 def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
@@ -50,7 +55,7 @@ def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
                          "(no backup_label): was it moved or expired?")
     try:
         directories, files = restore_plan(source)
-        progress = _progress_from_heartbeat()
+        progress = resumed(RestoreProgress)
         drill_log().info("restore started", source=str(source), files=len(files),
                          resuming_after=progress.files_done)
         for directory in directories:
@@ -68,12 +73,7 @@ def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
                 if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
                     activity.heartbeat(progress)
                     last_beat = time.monotonic()
-        # postgresql.conf may live in /etc on Debian-style servers; the sandbox needs one.
-        for name in ("recovery.signal", "postgresql.conf"):
-            if not (target / name).exists():
-                (target / name).write_text("")
-        target.chmod(0o700)
-        runtime.give(target, recursive=True)
+        _ready_for_recovery(target, runtime)
     except OSError as exc:
         raise DrillError(ErrorCode.RESTORE_FAILED, f"copying {source} to {target}: {exc}") from exc
     activity.heartbeat(progress)
@@ -143,11 +143,7 @@ def extract_tar_backup(source: Path, target: Path, tablespaces: Path,
             (target / "tablespace_map").write_text(
                 "".join(f"{oid} {path}\n" for oid, path in moved.items()))
             runtime.give(tablespaces, recursive=True)
-        for name in ("recovery.signal", "postgresql.conf"):
-            if not (target / name).exists():
-                (target / name).write_text("")
-        target.chmod(0o700)
-        runtime.give(target, recursive=True)
+        _ready_for_recovery(target, runtime)
     except (OSError, tarfile.TarError) as exc:
         raise DrillError(ErrorCode.RESTORE_FAILED, f"extracting {source}: {exc}") from exc
     files = sum(1 for p in target.rglob("*") if p.is_file())

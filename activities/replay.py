@@ -15,7 +15,7 @@ import psycopg
 from temporalio import activity
 
 from activities.boundary import domain_errors
-from activities.log import drill_log
+from activities.log import drill_log, resumed
 from activities.contracts import ReplayProgress, ReplayRequest, ReplayResult
 from activities.pg_runtime import PostgresRuntime
 from activities.pg_server import PostgresServer
@@ -39,11 +39,6 @@ SELECT pg_is_in_recovery(),
        pg_last_wal_replay_lsn()::text,
        pg_last_xact_replay_timestamp()
 """
-
-
-def _progress_from_heartbeat() -> ReplayProgress:
-    details = activity.info().heartbeat_details
-    return ReplayProgress.model_validate(details[0]) if details else ReplayProgress()
 
 
 def _stop_reason(log: str) -> str | None:
@@ -137,7 +132,7 @@ class ReplayActivities:
     @domain_errors
     def replay_to_target(self, request: ReplayRequest) -> ReplayResult:
         server = server_of(request.sandbox, self._runtime)
-        progress = _progress_from_heartbeat()
+        progress = resumed(ReplayProgress)
         started = time.perf_counter()
         if server.pid() is None and not progress.started:
             self._start(server, request, request.target)
