@@ -16,6 +16,12 @@ from pathlib import Path
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+def host_environment() -> dict[str, str]:
+    """The environment for PostgreSQL and pgBackRest processes, without the host's
+    PGBACKREST_* settings: a sandbox's archive-get must read only the repository it was told."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PGBACKREST_")}
+
+
 @dataclass(frozen=True)
 class PostgresRuntime:
     bin_dir: Path = DEFAULT_PG_BIN
@@ -40,7 +46,7 @@ class PostgresRuntime:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL binary as the server's OS user and capture its output."""
-        kwargs: dict = {"env": {**os.environ, **(env or {})}}
+        kwargs: dict = {"env": {**host_environment(), **(env or {})}}
         if self.as_root:
             entry = pwd.getpwnam(self.os_user)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.contracts import RestoreResult, Sandbox
+from activities.pg_runtime import host_environment
 from domain.catalog import BaseBackup
 from domain.spec import PgBackRestSource
 from domain.errors import DrillError, ErrorCode
@@ -102,9 +103,9 @@ class PgBackRestRunner:
 
     def _as_os_user(self) -> dict[str, Any]:
         if os.geteuid() != 0:
-            return {}
+            return {"env": host_environment()}
         entry = pwd.getpwnam(self.os_user)
-        env = {**os.environ, "HOME": entry.pw_dir, "USER": self.os_user}
+        env = {**host_environment(), "HOME": entry.pw_dir, "USER": self.os_user}
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
 
     def run(

@@ -279,7 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     telemetry.configure(logging.INFO if args.command == "worker" else logging.WARNING)
     try:
-        return asyncio.run(args.handler(args))
+        try:
+            return asyncio.run(args.handler(args))
+        except RPCError as exc:  # the server went away mid-command
+            raise Refusal("failed", ErrorEntry.from_error(
+                DrillError(ErrorCode.TEMPORAL_UNAVAILABLE, str(exc))), EXIT_UNAVAILABLE) from exc
+        except (DrillError, OSError) as exc:  # never a traceback at 3 a.m.
+            error = exc if isinstance(exc, DrillError) else DrillError(
+                ErrorCode.PREFLIGHT_FAILED, f"{type(exc).__name__}: {exc}")
+            raise _input_refusal(error) from exc
     except Refusal as refusal:
         if getattr(args, "json", False):
             print(json.dumps({"status": refusal.status,

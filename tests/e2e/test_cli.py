@@ -95,3 +95,13 @@ def test_target_resolve_human_output_shows_the_settings_lines():
     assert done.returncode == 0
     assert "recovery_target_lsn = '0/3000148'" in done.stdout
     assert "recovery_target_inclusive = 'on'" in done.stdout
+
+
+def test_a_failure_while_planning_is_a_typed_error_with_exit_1_never_a_traceback(work_root):
+    spec = write_spec(work_root / "plan-spec.yaml", {
+        "database": "x", "source": {"base_backups": str(work_root), "wal_archive": str(work_root)},
+        "target": {"latest": True},
+    })
+    done = pitrdrill("plan", spec, "--json", env={"PITRDRILL_INDEX": "/proc/no-such/index.sqlite"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["errors"][0]["code"] == "PREFLIGHT_FAILED"
