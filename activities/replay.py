@@ -60,6 +60,15 @@ def _read_state(server: PostgresServer, user: str) -> tuple | None:
                          "db_user in the spec to a role of the backed-up cluster") from exc
 
 
+def _exit_error(log: str, target) -> DrillError:
+    """Why the sandbox server stopped, from its own log."""
+    if _NOT_REACHED in log:
+        return DrillError(ErrorCode.RECOVERY_TARGET_NOT_REACHED,
+                          f"the archive ends before {target.describe()}; server log: {log[-600:]}")
+    return DrillError(ErrorCode.RECOVERY_FAILED,
+                      f"the sandbox server stopped during recovery; server log: {log[-1200:]}")
+
+
 def _awaited_action(request: ReplayRequest) -> str:
     if request.target.mode == "latest":
         return "promote"  # no target: PostgreSQL ends recovery at the end of the archive
@@ -101,10 +110,8 @@ class ReplayActivities:
                 spoke_at = time.monotonic()
             died = spoke_at is not None and time.monotonic() - spoke_at > _DIED_AFTER_S
             if died or time.monotonic() > deadline:
-                raise DrillError(
-                    ErrorCode.RECOVERY_FAILED,
-                    f"the sandbox server did not start; server log: {server.log_tail(1200)}",
-                )
+                # A fast replay can reach its end and stop before its pid file is ever seen.
+                raise _exit_error(server.log_tail(20000), request.target)
             time.sleep(0.02)
 
     def _reopen_or_fail(self, server: PostgresServer, request: ReplayRequest,
@@ -117,16 +124,7 @@ class ReplayActivities:
             self._start(server, request, request.target.model_copy(update={"action": "pause"}))
             progress.restarted_paused = True
             return
-        if _NOT_REACHED in log:
-            raise DrillError(
-                ErrorCode.RECOVERY_TARGET_NOT_REACHED,
-                f"the archive ends before {request.target.describe()}; "
-                f"server log: {log[-600:]}",
-            )
-        raise DrillError(
-            ErrorCode.RECOVERY_FAILED,
-            f"the sandbox server stopped during recovery; server log: {log[-1200:]}",
-        )
+        raise _exit_error(log, request.target)
 
     @activity.defn(name="replay_to_target")
     @domain_errors
