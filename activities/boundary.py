@@ -1,4 +1,9 @@
-"""The one place domain errors cross into Temporal: typed, non-retryable ApplicationErrors."""
+"""The one place activities meet Temporal's failure model and the drill's log context.
+
+Every activity is wrapped in `activity_boundary`: its log records (adapters' included) carry
+the drill id, the activity and the attempt, and a domain error leaves as a typed,
+non-retryable ApplicationError(type=code, details=[hint]).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
+import structlog
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.errors import DrillError
@@ -13,16 +20,19 @@ from domain.errors import DrillError
 F = TypeVar("F", bound=Callable)
 
 
-def domain_errors(fn: F) -> F:
-    """Re-raise DrillError as ApplicationError(type=code, non_retryable=True, details=[hint])."""
+def as_application_error(error: DrillError) -> ApplicationError:
+    return ApplicationError(error.message, error.hint, type=str(error.code), non_retryable=True)
 
+
+def activity_boundary(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DrillError as error:
-            raise ApplicationError(
-                error.message, error.hint, type=str(error.code), non_retryable=True
-            ) from error
+        info = activity.info()
+        with structlog.contextvars.bound_contextvars(
+                drill_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt):
+            try:
+                return fn(*args, **kwargs)
+            except DrillError as error:
+                raise as_application_error(error) from error
 
     return wrapper  # type: ignore[return-value]

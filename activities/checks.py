@@ -7,8 +7,10 @@ import time
 import psycopg
 from temporalio import activity
 
-from activities.contracts import ChecksRequest, ChecksResult
-from activities.pg_runtime import PostgresRuntime
+from activities.boundary import activity_boundary
+from activities.heartbeat import Heartbeater
+from activities.models import ChecksProgress, ChecksRequest, ChecksResult
+from adapters.pg_runtime import PostgresRuntime
 from activities.sandbox import server_of
 from domain.checks import verdict
 from domain.report import CheckResult
@@ -21,11 +23,13 @@ class CheckActivities:
         self._runtime = runtime
 
     @activity.defn(name="run_checks")
+    @activity_boundary
     def run_checks(self, request: ChecksRequest) -> ChecksResult:
         started = time.perf_counter()
         server = server_of(request.sandbox, self._runtime)
         results = []
-        with server.connect(request.database, request.db_user) as conn:
+        with Heartbeater(ChecksProgress()) as beat, \
+                server.connect(request.database, request.db_user) as conn:
             conn.execute(f"SET statement_timeout = '{_STATEMENT_TIMEOUT}'")
             for check in request.checks:
                 try:
@@ -39,5 +43,5 @@ class CheckActivities:
                         name=check.name, passed=False, expected=check.expect,
                         error=str(exc).strip(),
                     ))
-                activity.heartbeat(len(results))
+                beat(ChecksProgress(checks_done=len(results)))
         return ChecksResult(results=results, seconds=time.perf_counter() - started)

@@ -7,27 +7,14 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 
-from pydantic import BaseModel
+import structlog
 from temporalio import activity
 
-from activities.log import drill_log
-from domain.report import ErrorEntry
+from activities.boundary import activity_boundary
+from activities.models import EscalationNotice, NotifyResult
 
 _HOOK_TIMEOUT_S = 15
-
-
-class EscalationNotice(BaseModel):
-    drill_id: str
-    cause: ErrorEntry
-    timeout_seconds: float
-    how_to_decide: str
-    webhook: str | None = None
-    command: str | None = None
-
-
-class NotifyResult(BaseModel):
-    delivered: list[str]
-    failed: list[str]
+_log = structlog.get_logger("pitrdrill.escalation")
 
 
 def _post(url: str, body: bytes) -> None:
@@ -44,6 +31,7 @@ def _run(command: str, body: bytes) -> None:
 
 class EscalationNotifier:
     @activity.defn(name="notify_escalation")
+    @activity_boundary
     def notify(self, notice: EscalationNotice) -> NotifyResult:
         body = notice.model_dump_json(exclude={"webhook", "command"}).encode()
         delivered, failed = [], []
@@ -56,11 +44,6 @@ class EscalationNotifier:
                 delivered.append(kind)
             except (OSError, subprocess.SubprocessError, ValueError) as exc:
                 failed.append(f"{kind}: {exc}")
-        drill_log().warning("drill escalated", cause=notice.cause.code, delivered=delivered,
-                            failed=failed)
+        _log.warning("drill escalated", cause=notice.cause.code, delivered=delivered,
+                     failed=failed)
         return NotifyResult(delivered=delivered, failed=failed)
-
-
-def decide_command(drill_id: str) -> str:
-    return (f"pitrdrill drill decide {drill_id} proceed|abort "
-            f"[--time T | --lsn L | ... to proceed to another target]")

@@ -1,172 +1,37 @@
-"""Planning as one activity: read the catalog, bring the WAL index up to date, and decide the
-backup and the exact stop, refusing with a typed error when the archive cannot get there.
-Reads backups and archive; writes only the index cache, which lives outside both."""
+"""Planning as activities: pre-flight for a drill, and remembering what drills measured."""
 
 from __future__ import annotations
 
-import contextvars
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-
-from pydantic import BaseModel
+import structlog
 from temporalio import activity
 
-from activities.boundary import domain_errors
-from activities.commit_store import CommitStore
-from activities.log import drill_log
-from activities.sources import BackupSources
-from activities.waldump import IndexProgress, IndexResult, WalIndexer, list_archive
-from domain.catalog import BaseBackup
-from domain.commits import Prediction, choose_timeline, on_timeline
-from domain.continuity import WalBreak, diverged, first_break, require_timeline
-from domain.errors import DrillError, ErrorCode
-from domain.lsn import parse_lsn
-from domain.plan import (
-    DrillPlan,
-    PlanOptions,
-    check_budget,
-    estimate_seconds,
-    plan_with_fallback,
-    restorable_window,
-)
-from domain.report import Metrics
-from domain.spec import BackupSource, DrillSpec
-from domain.targets import ResolvedTarget
+from activities.boundary import activity_boundary
+from activities.heartbeat import Heartbeater
+from activities.models import Metrics, PlanRequest, PlanResult
+from adapters.commit_store import CommitStore
+from adapters.preflight import Preflight
+from adapters.waldump import IndexProgress
 
-_HEARTBEAT_EVERY_S = 2.0
-# Until this machine has measured a drill: deliberately modest rates, so budgets err safe.
-DEFAULT_RESTORE_MB_PER_S = 50.0
-DEFAULT_REPLAY_MB_PER_S = 20.0
+_log = structlog.get_logger("pitrdrill.planning")
 
 
-class PlanRequest(BaseModel):
-    source: BackupSource
-    target: ResolvedTarget
-    options: PlanOptions = PlanOptions()
-    budget_seconds: float | None = None
-
-    @classmethod
-    def for_spec(cls, spec: DrillSpec, target: ResolvedTarget) -> PlanRequest:
-        return cls(
-            source=spec.source, target=target,
-            options=PlanOptions(verify_backup=spec.verify_backup,
-                                fallback=spec.automatic_fallback()),
-            budget_seconds=spec.budget.max_seconds if spec.budget else None,
-        )
-
-
-class PlanResult(BaseModel):
-    plan: DrillPlan
-    index: IndexResult
-    seconds: float
-
-
-class IndexedArchive:
-    """The domain's ArchiveView over one indexed archive directory."""
-
-    def __init__(self, indexer: WalIndexer, archive: Path, indexed: IndexResult, timeline: str,
-                 verify: Callable[[BaseBackup], DrillError | None]) -> None:
-        self._indexer, self._archive, self.verify = indexer, archive, verify
-        self._listing = list_archive(archive)
-        self._timeline = timeline
-        # A .partial segment is never fetched by restore_command under its plain name.
-        self.present = {(s.timeline, s.segno) for s in self._listing.segments if not s.partial}
-        self._corrupt = {(c.timeline, c.segno): (c.at_lsn, c.problem) for c in indexed.corrupt}
-
-    def _history(self, backup: BaseBackup):
-        return choose_timeline(self._timeline, backup.timeline, self._listing.histories)
-
-    def histories(self):
-        return self._listing.histories
-
-    def wal_break(self, backup: BaseBackup) -> WalBreak | None:
-        return first_break(self._history(backup), backup.start_lsn, self.present, self._corrupt)
-
-    def predict(self, backup: BaseBackup, target: ResolvedTarget,
-                before: WalBreak | None) -> Prediction:
-        until = None if before is None else parse_lsn(before.lsn)
-        try:
-            return self._indexer.predict(self._archive, target, backup, until)
-        except DrillError as error:
-            if error.code in (ErrorCode.UNKNOWN_XID, ErrorCode.UNKNOWN_RESTORE_POINT):
-                elsewhere = diverged(self._indexer.events(self._archive),
-                                     self._history(backup), target)
-                raise elsewhere or error from None
-            raise
-
-    def off_path(self, backup: BaseBackup) -> DrillError | None:
-        """A backup taken on another branch (say an unfenced old primary after a failover)
-        cannot start recovery along this timeline path."""
-        history = self._history(backup)
-        leaves = history.span_end(backup.timeline)
-        if backup.timeline in history.timelines and (
-                leaves is None or parse_lsn(backup.stop_lsn) <= leaves):
-            return None
-        return DrillError(ErrorCode.TIMELINE_DIVERGED,
-                          f"backup {backup.id} (timeline {backup.timeline}, ending at "
-                          f"{backup.stop_lsn}) is not on the path of timeline {history.timeline}")
-
-    def commits_between(self, backup: BaseBackup, after_lsn: str,
-                        through_lsn: str | None) -> int:
-        after, through = parse_lsn(after_lsn), through_lsn and parse_lsn(through_lsn)
-        events = on_timeline(self._indexer.events(self._archive), self._history(backup))
-        return sum(1 for e in events if e.is_commit and e.start > after
-                   and (through is None or e.start <= through))
-
-
-class DrillPlanner:
-    def __init__(self, sources: BackupSources, indexer: WalIndexer, store: CommitStore) -> None:
-        self._sources = sources
-        self._indexer = indexer
+class PlanningActivities:
+    def __init__(self, preflight: Preflight, store: CommitStore) -> None:
+        self._preflight = preflight
         self._store = store
 
-    def plan(self, request: PlanRequest, on_progress=lambda _: None) -> PlanResult:
-        started = time.perf_counter()
-        source, adapter = request.source, self._sources.adapter(request.source)
-        archive_dir = adapter.wal_directory(source)
-        backups = adapter.backups(source)
-        indexed = self._indexer.index(archive_dir, on_progress)
-        archive = IndexedArchive(self._indexer, archive_dir, indexed, request.target.timeline,
-                                 lambda backup: adapter.verify(source, backup))
-        require_timeline(request.target.timeline, archive.histories(), archive.present)
-        plan = plan_with_fallback(backups, request.target, archive, request.options)
-        plan.window = restorable_window(backups, archive)
-        rates = self._store.recent_throughput() or (
-            DEFAULT_RESTORE_MB_PER_S, DEFAULT_REPLAY_MB_PER_S)
-        plan.estimate_seconds = estimate_seconds(plan, *rates)
-        check_budget(plan, request.budget_seconds)
-        return PlanResult(plan=plan, index=indexed, seconds=time.perf_counter() - started)
-
     @activity.defn(name="plan_drill")
-    @domain_errors
+    @activity_boundary
     def plan_drill(self, request: PlanRequest) -> PlanResult:
-        latest = [IndexProgress()]
-        done = threading.Event()
-
-        def keep_beating() -> None:
-            # Checksums, pg_verifybackup and pgbackrest verify report no progress of their
-            # own: beat on a clock, so a long honest plan never looks like a dead worker.
-            while not done.wait(_HEARTBEAT_EVERY_S):
-                activity.heartbeat(latest[0])
-
-        # The heartbeat belongs to this activity's context: the ticker runs inside a copy.
-        ticker = threading.Thread(target=contextvars.copy_context().run, args=(keep_beating,),
-                                  daemon=True)
-        ticker.start()
-        try:
-            result = self.plan(request, lambda progress: latest.__setitem__(0, progress))
-        finally:
-            done.set()
-            ticker.join()
-        activity.heartbeat(latest[0])  # the final count, however quick the plan was
-        drill_log().info("planned", backup=result.plan.backup.id,
-                         predicted_replay_lsn=result.plan.predicted.replay_lsn,
-                         segments_indexed=result.index.segments_indexed)
+        with Heartbeater(IndexProgress()) as beat:
+            result = self._preflight.plan(request, beat)
+        _log.info("planned", backup=result.plan.backup.id,
+                  predicted_replay_lsn=result.plan.predicted.replay_lsn,
+                  segments_indexed=result.index.segments_indexed)
         return result
 
     @activity.defn(name="record_throughput")
+    @activity_boundary
     def record_throughput(self, metrics: Metrics) -> None:
         """Keep what a verified drill measured: the next plans estimate from it."""
         if metrics.restore_mb_per_s and metrics.replay_mb_per_s:

@@ -12,20 +12,22 @@ import time
 from pathlib import Path
 
 import psycopg
+import structlog
 from temporalio import activity
 
-from activities.boundary import domain_errors
-from activities.log import drill_log, resumed
-from activities.contracts import ReplayProgress, ReplayRequest, ReplayResult
-from activities.pg_runtime import PostgresRuntime
-from activities.pg_server import PostgresServer
+from activities.boundary import activity_boundary
+from activities.heartbeat import Heartbeater, resumed
+from activities.models import ReplayProgress, ReplayRequest, ReplayResult
+from adapters.pg_runtime import PostgresRuntime
+from adapters.pg_server import PostgresServer
 from activities.sandbox import server_of
-from activities.sources import BackupSources
+from adapters.sources import BackupSources
 from domain.errors import DrillError, ErrorCode
 from domain.report import Recovered
 from domain.sandbox import server_settings
 from domain.targets import render_settings
 
+_log = structlog.get_logger("pitrdrill.replay")
 _STOP_LINE = re.compile(r"^.*(recovery stopping .*)$", re.MULTILINE)
 _STARTUP_GRACE_S = 30.0
 _DIED_AFTER_S = 1.0
@@ -46,18 +48,39 @@ def _stop_reason(log: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def _read_state(server: PostgresServer, user: str) -> tuple | None:
-    """Recovery state, or None while the server does not accept connections yet. A refusal
-    that waiting cannot cure (no such role or database) fails at once, not in 12 hours."""
+def _read_state(server: PostgresServer, database: str, user: str) -> tuple | None:
+    """Recovery state, or None while the server does not accept connections yet. Connections
+    open at the backup's consistent point, long before the target: a database or role that
+    the backup lacks fails then, naming what exists, not after hours of replay."""
     try:
-        with server.connect(user=user) as conn:
+        with server.connect(database, user) as conn:
             return conn.execute(_STATE_SQL).fetchone()
     except psycopg.OperationalError as exc:
-        if any(reason in str(exc) for reason in _NOT_YET):
+        text = str(exc)
+        if any(reason in text for reason in _NOT_YET):
             return None
+        if f'role "{user}" does not exist' in text:
+            roles = _existing(server, "postgres", "SELECT rolname FROM pg_roles WHERE rolcanlogin")
+            raise DrillError(ErrorCode.ROLE_NOT_FOUND,
+                             f"db_user {user!r} is not a role of the backed-up cluster; "
+                             f"login roles: {roles}") from None
+        if f'database "{database}" does not exist' in text:
+            names = _existing(server, user,
+                              "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")
+            raise DrillError(ErrorCode.DATABASE_NOT_FOUND,
+                             f"database {database!r} is not in the backup (at its consistent "
+                             f"point); databases: {names}") from None
         raise DrillError(ErrorCode.RECOVERY_FAILED,
-                         f"the sandbox server refuses the connection as {user!r}: {exc}; set "
-                         "db_user in the spec to a role of the backed-up cluster") from exc
+                         f"the sandbox server refuses the connection as {user!r}: {text}") from exc
+
+
+def _existing(server: PostgresServer, user: str, sql: str) -> str:
+    """What the cluster has, for the message; a best effort."""
+    try:
+        with server.connect("template1", user) as conn:
+            return ", ".join(row[0] for row in conn.execute(sql).fetchall()) or "none"
+    except psycopg.Error as exc:
+        return f"(could not list: {str(exc).strip()})"
 
 
 def _exit_error(log: str, target) -> DrillError:
@@ -99,7 +122,7 @@ class ReplayActivities:
         Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))
         log_before = server.log_size()
         server.start(settings, wait=False)
-        drill_log().info("sandbox server started in recovery", data_dir=sandbox.data_dir,
+        _log.info("sandbox server started in recovery", data_dir=sandbox.data_dir,
                          target=target.describe())
         deadline = time.monotonic() + _STARTUP_GRACE_S
         spoke_at = None
@@ -127,26 +150,29 @@ class ReplayActivities:
         raise _exit_error(log, request.target)
 
     @activity.defn(name="replay_to_target")
-    @domain_errors
+    @activity_boundary
     def replay_to_target(self, request: ReplayRequest) -> ReplayResult:
+        with Heartbeater(resumed(ReplayProgress)) as beat:
+            return self._replay(request, beat.progress)
+
+    def _replay(self, request: ReplayRequest, progress: ReplayProgress) -> ReplayResult:
+        """`progress` is the heartbeated model: updated in place as replay moves."""
         server = server_of(request.sandbox, self._runtime)
-        progress = resumed(ReplayProgress)
         started = time.perf_counter()
         if server.pid() is None and not progress.started:
             self._start(server, request, request.target)
             progress.started = True
-            activity.heartbeat(progress)
         interval = 0.05
         while True:
             if server.pid() is None:
                 self._reopen_or_fail(server, request, progress)
-            state = _read_state(server, request.db_user)
+            state = _read_state(server, request.database, request.db_user)
             if state is not None:
                 in_recovery, pause_state, lsn, last_commit = state
                 progress.replay_lsn = lsn
                 if _reached(_awaited_action(request), in_recovery, pause_state):
-                    drill_log().info("recovery reached the target", replay_lsn=lsn,
-                                     last_commit_time=str(last_commit))
+                    _log.info("recovery reached the target", replay_lsn=lsn,
+                              last_commit_time=str(last_commit))
                     return ReplayResult(
                         recovered=Recovered(
                             replay_lsn=lsn,
@@ -157,6 +183,5 @@ class ReplayActivities:
                         seconds=time.perf_counter() - started,
                     )
             progress.polls += 1
-            activity.heartbeat(progress)
             time.sleep(interval)
             interval = min(interval * 1.5, self._max_poll_interval_s)

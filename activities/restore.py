@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.boundary import domain_errors
-from activities.contracts import RestoreRequest, RestoreResult
-from activities.sources import BackupSources
+from activities.boundary import activity_boundary
+from activities.heartbeat import Heartbeater, resumed
+from activities.models import RestoreProgress, RestoreRequest, RestoreResult
+from adapters.sources import BackupSources
 
 
 class RestoreActivities:
@@ -14,7 +15,10 @@ class RestoreActivities:
         self._sources = sources
 
     @activity.defn(name="restore_base_backup")
-    @domain_errors
+    @activity_boundary
     def restore_base_backup(self, request: RestoreRequest) -> RestoreResult:
         adapter = self._sources.adapter(request.source)
-        return adapter.restore(request.source, request.backup, request.sandbox)
+        resume_from = resumed(RestoreProgress)
+        with Heartbeater(resume_from) as beat:
+            return adapter.restore(request.source, request.backup, request.sandbox,
+                                   resume_from, beat)

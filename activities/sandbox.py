@@ -9,15 +9,16 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import structlog
 from temporalio import activity
 
-from activities.boundary import domain_errors
-from activities.log import drill_log
-from activities.contracts import Sandbox, SandboxRequest, TeardownResult
-from activities.pg_runtime import PostgresRuntime, remove_tree
-from activities.pg_server import PostgresServer, free_port
+from activities.boundary import activity_boundary
+from activities.models import Sandbox, SandboxRequest, TeardownResult
+from adapters.pg_runtime import PostgresRuntime, remove_tree
+from adapters.pg_server import PostgresServer, free_port
 from domain.errors import DrillError, ErrorCode
 
+_log = structlog.get_logger("pitrdrill.sandbox")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -32,9 +33,13 @@ def server_of(sandbox: Sandbox, runtime: PostgresRuntime) -> PostgresServer:
 
 
 class SandboxActivities:
-    def __init__(self, runtime: PostgresRuntime, root: Path) -> None:
+    """`host_queue` is this host's own task queue: provision runs on the shared queue (any
+    host may take a new sandbox) and returns it, so that everything after runs here."""
+
+    def __init__(self, runtime: PostgresRuntime, root: Path, host_queue: str) -> None:
         self._runtime = runtime
         self._root = root
+        self._host_queue = host_queue
 
     def _dir_for(self, drill_id: str) -> Path:
         """One directory per drill, always directly under the root: teardown removes it."""
@@ -45,7 +50,7 @@ class SandboxActivities:
         return self._root / name
 
     @activity.defn(name="provision_sandbox")
-    @domain_errors
+    @activity_boundary
     def provision(self, request: SandboxRequest) -> Sandbox:
         root = self._dir_for(request.drill_id)
         record = root / "sandbox.json"
@@ -65,6 +70,7 @@ class SandboxActivities:
                 socket_dir=str(self._runtime.make_private_dir(root / "socket")),
                 log_file=str(root / "postgres.log"),
                 port=free_port(),
+                task_queue=self._host_queue,
             )
             (root / "pg_hba.conf").write_text("# pitrdrill sandbox: private socket only\n"
                                               "local all all trust\n")
@@ -72,12 +78,13 @@ class SandboxActivities:
             for name in ("pg_hba.conf", "pg_ident.conf"):
                 self._runtime.give(root / name)
             record.write_text(sandbox.model_dump_json(indent=2))
-            drill_log().info("sandbox provisioned", root=str(root), port=sandbox.port)
+            _log.info("sandbox provisioned", root=str(root), port=sandbox.port)
         except OSError as exc:
             raise DrillError(ErrorCode.SANDBOX_FAILED, f"cannot create {root}: {exc}") from exc
         return sandbox
 
     @activity.defn(name="teardown_sandbox")
+    @activity_boundary
     def teardown(self, sandbox: Sandbox) -> TeardownResult:
         server = server_of(sandbox, self._runtime)
         pid = server.pid()
@@ -88,7 +95,7 @@ class SandboxActivities:
         remove_tree(Path(sandbox.root))
         if Path(sandbox.root).exists():
             raise RuntimeError(f"{sandbox.root} could not be removed yet; retrying")
-        drill_log().info("sandbox torn down", root=sandbox.root, stopped_pid=pid)
+        _log.info("sandbox torn down", root=sandbox.root, stopped_pid=pid)
         return TeardownResult(
             removed=not Path(sandbox.root).exists(),
             stopped_pid=pid,

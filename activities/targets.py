@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 from temporalio import activity
 
-from activities.boundary import domain_errors
-from activities.contracts import ResolveTargetRequest, ResolveTargetResult
+from activities.boundary import activity_boundary
+from activities.models import ResolveTargetRequest, ResolveTargetResult
 from domain.targets import resolve_target
 
 
@@ -22,7 +22,7 @@ class TargetActivities:
         self._clock = clock
 
     @activity.defn(name="resolve_target")
-    @domain_errors
+    @activity_boundary
     def resolve_target(self, request: ResolveTargetRequest) -> ResolveTargetResult:
         started = time.perf_counter()
         target = resolve_target(request.target, self._clock())

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from activities.pg_runtime import PostgresRuntime, remove_tree
-from activities.pg_server import PostgresServer, free_port
+from adapters.pg_runtime import PostgresRuntime, remove_tree
+from adapters.pg_server import PostgresServer, free_port
 from bench.dataset import RecoverySet, RecoveryTarget
 from bench.trials import Timing, phase
 

@@ -1,5 +1,5 @@
 """pitrdrill as it runs for real: an embedded Temporal dev server and one worker in this
-process (as tests/e2e do), each drill started and awaited through workers.cli.run_drill; and
+process (as tests/e2e do), each drill started and awaited through workers.cli.drill.run_drill; and
 the restore activity on its own, in Temporal's ActivityEnvironment, for the restore figure.
 """
 
@@ -14,16 +14,16 @@ from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.contracts import RestoreRequest, Sandbox, SandboxRequest
-from activities.pg_runtime import PostgresRuntime
+from activities.models import RestoreRequest, Sandbox, SandboxRequest
+from adapters.pg_runtime import PostgresRuntime
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
 from bench.dataset import RecoverySet, RecoveryTarget
 from bench.trials import Timing
 from domain.spec import DrillSpec, FilesystemSource
-from workers.cli import run_drill
+from workers.cli.drill import run_drill
 from workers.client import start_embedded
-from workers.worker import WorkerSettings, build_sources, build_worker
+from workers.worker import WorkerSettings, build_sources, running_workers
 
 OUTSIDE_STAGES = "outside stages"
 
@@ -50,7 +50,7 @@ class Pitrdrill:
     async def __aenter__(self) -> Pitrdrill:
         env = await self._stack.enter_async_context(await start_embedded(ui=False))
         self._client = env.client
-        await self._stack.enter_async_context(build_worker(env.client, self.settings))
+        await self._stack.enter_async_context(running_workers(env.client, self.settings))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -87,7 +87,7 @@ class Pitrdrill:
         """The restore_base_backup activity alone, as the worker wires it, into a fresh
         sandbox (provision and teardown outside the time); `tar`: from the tar copy."""
         env = ActivityEnvironment()
-        sandboxes = SandboxActivities(self._runtime, self._root / "restores")
+        sandboxes = SandboxActivities(self._runtime, self._root / "restores", "bench@host")
         sandbox = env.run(sandboxes.provision, SandboxRequest(drill_id=_drill_id()))
         source, adapter = self._source(data, tar)
         request = RestoreRequest(sandbox=sandbox, backup=adapter.backups(source)[0], source=source)

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities.catalog import FilesystemCatalog
+from adapters.catalog import FilesystemCatalog
 from bench.profile import Profile
 from domain.lsn import format_lsn, parse_lsn, segment_name, segment_number
 from lab.lab import Lab

@@ -19,9 +19,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from activities.commit_store import CommitStore, SegmentKey
-from activities.pg_runtime import PostgresRuntime
-from activities.waldump import WalIndexer, list_archive
+from adapters.commit_store import CommitStore, SegmentKey
+from adapters.pg_runtime import PostgresRuntime
+from adapters.waldump import WalIndexer, list_archive
 from domain.catalog import BaseBackup
 from domain.commits import WalEvent
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, segment_name

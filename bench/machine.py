@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 
 
 def _mem_total_gib() -> float:

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from activities.pg_runtime import PostgresRuntime, remove_tree
+from adapters.pg_runtime import PostgresRuntime, remove_tree
 from bench import machine
 from bench.baseline import BareRecovery
 from bench.cache import PageCache

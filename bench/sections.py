@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 from bench.baseline import BareRecovery, plain_restore_command
 from bench.cache import PageCache
 from bench.candidate import OUTSIDE_STAGES, Pitrdrill

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 from bench.dataset import RecoverySet
 from bench.trials import Timing
 from domain.lsn import (
@@ -46,10 +46,10 @@ def link_segments(data: RecoverySet, directory: Path, runtime: PostgresRuntime) 
 def indexer_unavailable() -> str | None:
     """Why the WalIndexer cannot be measured in this tree, or None when it can."""
     try:
-        importlib.import_module("activities.commit_store").CommitStore
-        importlib.import_module("activities.waldump").WalIndexer
+        importlib.import_module("adapters.commit_store").CommitStore
+        importlib.import_module("adapters.waldump").WalIndexer
     except (ImportError, AttributeError) as exc:
-        return f"not yet available: activities.waldump.WalIndexer does not import ({exc})"
+        return f"not yet available: adapters.waldump.WalIndexer does not import ({exc})"
     return None
 
 
@@ -71,8 +71,8 @@ def waldump_once(runtime: PostgresRuntime, segments: list[Path],
 
 
 def index_once(runtime: PostgresRuntime, segments: list[Path], scratch: Path) -> Timing:
-    from activities.commit_store import CommitStore
-    from activities.waldump import WalIndexer
+    from adapters.commit_store import CommitStore
+    from adapters.waldump import WalIndexer
 
     store = CommitStore(scratch / f"index-{uuid.uuid4().hex[:8]}.sqlite")
     began = time.perf_counter()

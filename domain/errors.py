@@ -55,6 +55,11 @@ class ErrorCode(StrEnum):
     CHECK_FAILED = "CHECK_FAILED"
     CHECK_ERROR = "CHECK_ERROR"
     TEMPORAL_UNAVAILABLE = "TEMPORAL_UNAVAILABLE"
+    DRILL_CANCELLED = "DRILL_CANCELLED"
+    SANDBOX_HOST_LOST = "SANDBOX_HOST_LOST"
+    DATABASE_NOT_FOUND = "DATABASE_NOT_FOUND"
+    ROLE_NOT_FOUND = "ROLE_NOT_FOUND"
+    PATH_UNREACHABLE = "PATH_UNREACHABLE"
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,35 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "runtime",
         "The Temporal server could not be reached.",
         "Check TEMPORAL_ADDRESS, or run with --embedded for a one-off local run.",
+    ),
+    ErrorCode.DRILL_CANCELLED: ErrorInfo(
+        "runtime",
+        "The drill was cancelled (CLI, API or Temporal UI); its sandbox was torn down.",
+        "Nothing to clean up. Start it again with the same spec when wanted.",
+    ),
+    ErrorCode.SANDBOX_HOST_LOST: ErrorInfo(
+        "runtime",
+        "The host holding the drill's sandbox did not come back within the wait allowed.",
+        "Bring the worker on that host back (its sandbox work resumes), or stop the server "
+        "and remove the drill's directory under that host's sandbox root; then run again.",
+    ),
+    ErrorCode.DATABASE_NOT_FOUND: ErrorInfo(
+        "runtime",
+        "The spec's database does not exist in the backup (found as soon as the sandbox "
+        "accepted connections, before replaying to the target).",
+        "Set `database` to one of the databases the message lists.",
+    ),
+    ErrorCode.ROLE_NOT_FOUND: ErrorInfo(
+        "runtime",
+        "The spec's db_user is not a role of the backed-up cluster.",
+        "Set `db_user` to one of the roles the message lists (default: postgres).",
+    ),
+    ErrorCode.PATH_UNREACHABLE: ErrorInfo(
+        "input",
+        "A directory the PostgreSQL OS user must use lies under one it cannot enter "
+        "(e.g. a clone in /root, mode 0700).",
+        "Follow the message: move the directory, point PITRDRILL_WORK_ROOT elsewhere, or "
+        "grant the server user search (x) permission on the directory named.",
     ),
 }
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.spec import DrillSpec
 from domain.targets import TargetSpec
 
 
@@ -29,3 +30,25 @@ class EscalationRecord(BaseModel):
     waited_seconds: float = 0.0
     outcome: Literal["proceed", "abort", "timeout", "waiting"] = "waiting"
     decision: Decision | None = None
+
+
+def decide_command(drill_id: str) -> str:
+    """How a human answers, as the escalation notice tells them."""
+    return (f"pitrdrill drill decide {drill_id} proceed|abort "
+            f"[--time T | --lsn L | ... to proceed to another target]")
+
+
+# Proceeding without a new target accepts what the automatic fallbacks give up.
+PROCEED_FALLBACKS = ["earlier_backup", "last_consistent_before_gap"]
+
+
+def spec_after_decision(spec: DrillSpec, decision: Decision) -> DrillSpec:
+    """The spec to plan again after `proceed`: a new stop replaces the old one's mode (its
+    timeline, action and the rest stay the spec's); no stop accepts the fallbacks."""
+    if decision.target is None:
+        return spec.model_copy(update={"fallback": PROCEED_FALLBACKS})
+    modes = {"time": None, "lsn": None, "xid": None, "name": None,
+             "immediate": False, "latest": False}
+    merged = spec.target.model_copy(
+        update={**modes, **decision.target.model_dump(exclude_unset=True)})
+    return spec.model_copy(update={"target": merged})

@@ -45,7 +45,9 @@ class Recovered(BaseModel):
 
 
 class Metrics(BaseModel):
+    # Stages that finished, and apart from them the one that failed or was cut short.
     stage_seconds: dict[str, float] = Field(default_factory=dict)
+    failed_stages: dict[str, float] = Field(default_factory=dict)
     target_resolution_seconds: float | None = None
     plan_seconds: float | None = None
     wal_segments: int = 0
@@ -76,6 +78,7 @@ class DrillReport(BaseModel):
     metrics: Metrics = Field(default_factory=Metrics)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    workflow_run_id: str | None = None
 
 
 def mb_per_s(size_bytes: int, seconds: float) -> float | None:

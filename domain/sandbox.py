@@ -9,7 +9,23 @@ from __future__ import annotations
 import shlex
 from pathlib import PurePosixPath
 
+from pydantic import BaseModel
+
 from domain.targets import ResolvedTarget, recovery_settings
+
+
+class Sandbox(BaseModel):
+    """Everything about one sandbox lives under `root`; nothing it writes goes elsewhere."""
+
+    drill_id: str
+    root: str
+    data_dir: str
+    socket_dir: str
+    log_file: str
+    port: int
+    # The task queue of the worker on the host that holds this sandbox: every later sandbox
+    # activity is sent there.
+    task_queue: str = ""
 
 
 # How an archived segment may be stored, and the command that writes it out plain.

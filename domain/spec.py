@@ -58,6 +58,14 @@ class Escalation(BaseModel):
     command: str | None = None  # run with the escalation as JSON on stdin
 
 
+class SandboxOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # How long sandbox work waits for the host holding the sandbox (its worker may be
+    # restarting) before the drill fails with SANDBOX_HOST_LOST.
+    host_wait_seconds: float = Field(default=600, gt=0)
+
+
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +86,7 @@ class DrillSpec(BaseModel):
     escalation: Escalation = Field(default_factory=Escalation)
     budget: Budget | None = None
     verify_backup: bool = True
+    sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
 
     def automatic_fallback(self) -> list[str]:
         """The steps planning takes by itself; escalate is the workflow's (it waits)."""

@@ -105,6 +105,12 @@ def _chosen_modes(spec: TargetSpec) -> list[TargetMode]:
     return [mode for mode, present in given.items() if present]
 
 
+def mode_label(spec: TargetSpec) -> str:
+    """The mode as drills are listed by it: one mode, or `invalid` (refused at resolve)."""
+    modes = _chosen_modes(spec)
+    return modes[0] if len(modes) == 1 else "invalid"
+
+
 def _resolve_timeline(value: int | str) -> str:
     text = str(value).strip().lower()
     if text in ("current", "latest"):

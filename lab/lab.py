@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psycopg
 
-from activities.pg_runtime import PostgresRuntime, remove_tree
-from activities.pg_server import PostgresServer, free_port
+from adapters.pg_runtime import PostgresRuntime, remove_tree
+from adapters.pg_server import PostgresServer, free_port
 from domain.lsn import parse_lsn
 
 

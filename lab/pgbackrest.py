@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities.pg_runtime import PostgresRuntime
-from activities.pg_server import PostgresServer
-from activities.pgbackrest import PgBackRestRunner, repository_options, server_command
+from adapters.pg_runtime import PostgresRuntime
+from adapters.pg_server import PostgresServer
+from adapters.pgbackrest import PgBackRestRunner, repository_options, server_command
 from domain.spec import PgBackRestSource
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload

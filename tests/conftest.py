@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.pg_runtime import PostgresRuntime
-from activities.sources import BackupSources
+from adapters.pg_runtime import PostgresRuntime
+from adapters.sources import BackupSources
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload
 from workers.worker import WorkerSettings, build_sources

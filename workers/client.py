@@ -14,6 +14,8 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from workflows import search_attributes
+
 DEFAULT_ADDRESS = "localhost:7233"
 UI_PORT = 8233
 
@@ -68,4 +70,16 @@ async def _start_local(ui: bool) -> WorkflowEnvironment:
         ui=ui,
         ui_port=UI_PORT if ui and _port_free(UI_PORT) else None,
         dev_server_log_level="error",
+        search_attributes=search_attributes.ALL,
     )
+
+
+def dev_server_command(db_file: Path, port: int, ui_port: int, ip: str = "127.0.0.1") -> list[str]:
+    """`temporal server start-dev` keeping its state in db_file, with the drill's search
+    attributes registered."""
+    command = [temporal_cli(), "server", "start-dev", "--db-filename", str(db_file),
+               "--port", str(port), "--ui-port", str(ui_port), "--ip", ip,
+               "--log-level", "warn"]
+    for key in search_attributes.ALL:
+        command += ["--search-attribute", f"{key.name}=Keyword"]
+    return command

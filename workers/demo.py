@@ -20,9 +20,10 @@ from domain.spec import DrillSpec
 from lab.lab import Lab
 from lab.workload import OrdersWorkload
 from workers import output, telemetry
-from workers.cli import new_drill_id, run_drill
+from workers.api import new_drill_id
+from workers.cli.drill import run_drill
 from workers.client import start_embedded
-from workers.worker import WorkerSettings, build_worker
+from workers.worker import WorkerSettings, running_workers
 
 ROOT = Path("var/demo").resolve()
 ZONE = ZoneInfo("America/New_York")
@@ -59,7 +60,7 @@ async def drill(spec: DrillSpec, sandboxes: Path):
     settings = WorkerSettings.from_env(sandbox_root=sandboxes, index_path=ROOT / "wal-index.sqlite")
     async with await start_embedded(ui=True) as env:
         say("  Temporal dev server up: watch the workflow at http://localhost:8233")
-        async with build_worker(env.client, settings):
+        async with running_workers(env.client, settings):
             return await run_drill(env.client, spec, new_drill_id(spec), settings.task_queue,
                                    show_progress=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from domain.report import DrillReport, ErrorEntry
+from domain.stages import LiveProgress
 from domain.targets import ResolvedTarget, format_utc
 
 _MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED"}
@@ -99,11 +100,45 @@ def summary(report: DrillReport) -> str:
     if m.stage_seconds:
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in m.stage_seconds.items())
         lines.append(f"  stages        {stages}")
+    if m.failed_stages:
+        stages = ", ".join(f"{k} after {v:.2f}s" for k, v in m.failed_stages.items())
+        lines.append(f"  failed in     {stages}")
     if m.bytes_restored:
-        lines.append(f"  restore       {m.bytes_restored / 1e6:.1f} MB at {m.restore_mb_per_s} MB/s;"
-                     f" replay {m.wal_bytes_replayed / 1e6:.1f} MB at {m.replay_mb_per_s} MB/s")
+        lines.append(f"  restore       {m.bytes_restored / 1e6:.1f} MB at {m.restore_mb_per_s} MB/s")
+    if m.replay_mb_per_s is not None:
+        lines.append(f"  replay        {m.wal_bytes_replayed / 1e6:.1f} MB at {m.replay_mb_per_s} MB/s")
     if m.time_to_verify_seconds is not None:
         lines.append(f"  time to verify {_seconds(m.time_to_verify_seconds)}; data given up "
                      f"before the target {_seconds(m.data_lost_seconds)}")
     lines.extend("  " + error_text(error).replace("\n", "\n  ") for error in report.errors)
     return "\n".join(lines)
+
+
+def status_text(live: LiveProgress) -> str:
+    progress = live.progress
+    state = "finished" if progress.finished else f"in {progress.stage or 'starting'}"
+    lines = [f"Drill {progress.drill_id} ({progress.database}): {state}"]
+    lines += [f"  done    {t.stage} {t.seconds:.2f}s" for t in progress.done]
+    lines += [f"  FAILED  {t.stage} after {t.seconds:.2f}s" for t in progress.failed]
+    if live.bytes_restored is not None:
+        total = progress.restore_bytes_total
+        lines.append(f"  restored {live.bytes_restored / 1e6:.1f} MB"
+                     + (f" of {total / 1e6:.1f} MB" if total else ""))
+    if live.replay_lsn is not None:
+        lines.append(f"  replayed to {live.replay_lsn}; predicted stop {progress.predicted_stop_lsn}"
+                     f" ({(live.bytes_to_stop or 0) / 1e6:.1f} MB to go)")
+    if live.mb_per_s is not None:
+        eta = "-" if live.eta_seconds is None else f"{live.eta_seconds:.0f}s"
+        lines.append(f"  rate {live.mb_per_s} MB/s, ETA {eta}")
+    return "\n".join(lines)
+
+
+def drill_list_text(drills) -> str:
+    if not drills:
+        return "no drills"
+    rows = [f"{'DRILL':<44} {'DATABASE':<12} {'MODE':<9} {'STATUS':<10} {'TEMPORAL':<11} STARTED"]
+    for d in drills:
+        started = format_utc(d.started_at) if d.started_at else "-"
+        rows.append(f"{d.drill_id:<44} {d.database or '-':<12} {d.target_mode or '-':<9} "
+                    f"{d.status or '-':<10} {d.workflow_status:<11} {started}")
+    return "\n".join(rows)

@@ -1,29 +1,43 @@
-"""The composition root: real adapters wired into activities, registered on one worker."""
+"""The composition root: real adapters wired into activities, registered on this host's workers.
+
+A pitrdrill worker process runs two Temporal workers: one on the shared task queue (drill
+workflows, target resolution, planning, provisioning a new sandbox) and one on this host's own
+queue `<shared>@<host id>` (everything that touches a sandbox this host holds). The host id
+must stay the same across restarts of the worker on one host, so that a restarted worker picks
+up its sandboxes' work again.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.catalog import FilesystemCatalog
 from activities.checks import CheckActivities
-from activities.commit_store import CommitStore
 from activities.escalation import EscalationNotifier
-from activities.pg_runtime import PostgresRuntime
-from activities.pgbackrest import PgBackRest, PgBackRestCatalog, PgBackRestRunner
-from activities.planning import DrillPlanner
+from activities.planning import PlanningActivities
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
-from activities.sources import BackupSources
 from activities.targets import TargetActivities
-from activities.waldump import WalIndexer
+from adapters.catalog import FilesystemCatalog
+from adapters.commit_store import CommitStore
+from adapters.pg_runtime import PostgresRuntime
+from adapters.pgbackrest import PgBackRest, PgBackRestCatalog, PgBackRestRunner
+from adapters.preflight import Preflight
+from adapters.sources import BackupSources
+from adapters.waldump import WalIndexer
+from workflows import search_attributes
 from workflows.drill import DrillWorkflow
 
 TASK_QUEUE = "pitrdrill"
@@ -32,16 +46,22 @@ TASK_QUEUE = "pitrdrill"
 @dataclass(frozen=True)
 class WorkerSettings:
     task_queue: str = TASK_QUEUE
+    host_id: str = socket.gethostname()
     sandbox_root: Path = Path("/var/tmp/pitrdrill/sandboxes")
     # The WAL index cache: never inside a backup repository or archive.
     index_path: Path = Path("/var/tmp/pitrdrill/wal-index.sqlite")
     runtime: PostgresRuntime = PostgresRuntime()
     max_concurrent_activities: int = 16
 
+    @property
+    def host_queue(self) -> str:
+        return f"{self.task_queue}@{self.host_id}"
+
     @classmethod
     def from_env(cls, **overrides) -> WorkerSettings:
         settings = cls(
             task_queue=os.environ.get("PITRDRILL_TASK_QUEUE", TASK_QUEUE),
+            host_id=os.environ.get("PITRDRILL_HOST_ID", cls.host_id),
             sandbox_root=Path(os.environ.get("PITRDRILL_SANDBOX_ROOT", str(cls.sandbox_root))),
             index_path=Path(os.environ.get("PITRDRILL_INDEX", str(cls.index_path))),
             runtime=PostgresRuntime.from_env(),
@@ -56,31 +76,66 @@ def build_sources(settings: WorkerSettings) -> BackupSources:
                           "pgbackrest": PgBackRestCatalog(pgbackrest)})
 
 
-def build_planner(settings: WorkerSettings, sources: BackupSources) -> DrillPlanner:
+def build_planner(settings: WorkerSettings, sources: BackupSources) -> Preflight:
     store = CommitStore(settings.index_path)
-    return DrillPlanner(sources, WalIndexer(settings.runtime, store), store)
+    return Preflight(sources, WalIndexer(settings.runtime, store), store)
 
 
-def build_worker(client: Client, settings: WorkerSettings) -> Worker:
+def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
+    """The shared-queue worker and this host's sandbox worker."""
     runtime = settings.runtime
     sources = build_sources(settings)
-    sandboxes = SandboxActivities(runtime, settings.sandbox_root)
-    planner = build_planner(settings, sources)
-    return Worker(
+    sandboxes = SandboxActivities(runtime, settings.sandbox_root, settings.host_queue)
+    planning = PlanningActivities(build_planner(settings, sources),
+                                  CommitStore(settings.index_path))
+    executor = ThreadPoolExecutor(settings.max_concurrent_activities)
+    shared = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[DrillWorkflow],
         activities=[
             TargetActivities().resolve_target,
-            planner.plan_drill,
-            planner.record_throughput,
+            planning.plan_drill,
+            planning.record_throughput,
             sandboxes.provision,
-            sandboxes.teardown,
+            EscalationNotifier().notify,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_concurrent_activities,
+    )
+    host = Worker(
+        client,
+        task_queue=settings.host_queue,
+        activities=[
             RestoreActivities(sources).restore_base_backup,
             ReplayActivities(runtime, sources).replay_to_target,
             CheckActivities(runtime).run_checks,
-            EscalationNotifier().notify,
+            sandboxes.teardown,
         ],
-        activity_executor=ThreadPoolExecutor(settings.max_concurrent_activities),
+        activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
     )
+    return [shared, host]
+
+
+@asynccontextmanager
+async def running_workers(client: Client, settings: WorkerSettings):
+    """Both workers of this host, running until the block ends."""
+    async with AsyncExitStack() as stack:
+        for worker in build_workers(client, settings):
+            await stack.enter_async_context(worker)
+        yield settings
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register the drill's search attributes (idempotent): the UI filters drills by them,
+    and a workflow upserting an unknown attribute would fail its task."""
+    request = AddSearchAttributesRequest(
+        namespace=client.namespace,
+        search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                           for key in search_attributes.ALL})
+    try:
+        await client.operator_service.add_search_attributes(request)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.ALREADY_EXISTS:
+            raise

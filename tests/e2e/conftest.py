@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 from workers.client import start_embedded
-from workers.worker import WorkerSettings, build_worker
+from workers.worker import WorkerSettings, running_workers
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -22,5 +22,5 @@ async def temporal_env():
 async def worker(temporal_env, sandbox_root: Path, runtime: PostgresRuntime):
     settings = WorkerSettings(task_queue="pitrdrill-e2e", sandbox_root=sandbox_root,
                               index_path=sandbox_root.parent / "wal-index.sqlite", runtime=runtime)
-    async with build_worker(temporal_env.client, settings):
+    async with running_workers(temporal_env.client, settings):
         yield settings

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from domain.report import DrillReport
 from domain.spec import DrillSpec
 from tests.conftest import Scenario, postgres_processes_under
-from workers.cli import run_drill
+from workers.cli.drill import run_drill
 
 COUNT = "select count(*) from orders"
 VOID = "select count(*) from orders where status = 'void'"

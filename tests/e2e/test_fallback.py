@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from activities.catalog import FilesystemCatalog
+from adapters.catalog import FilesystemCatalog
 from domain.escalation import Decision
+from domain.stages import Stage
 from domain.lsn import parse_lsn, segment_name, segment_number
 from domain.spec import DrillSpec
 from tests.conftest import Scenario
 from tests.e2e.test_cli import pitrdrill
 from tests.e2e.test_drill import COUNT, VOID, new_york
-from workers.cli import run_drill
+from workers.cli.drill import run_drill
 from workflows.drill import DrillWorkflow
 
 
@@ -115,7 +116,8 @@ async def start_escalating(temporal_env, worker, scenario, root: Path, **escalat
     handle = await temporal_env.client.start_workflow(
         DrillWorkflow.run, spec, id=drill_id, task_queue=worker.task_queue)
     for _ in range(200):
-        if (await handle.query(DrillWorkflow.progress)).stage.startswith("escalated"):
+        progress = await handle.query(DrillWorkflow.status)
+        if progress is not None and progress.stage == Stage.ESCALATED:
             return handle
         await asyncio.sleep(0.05)
     raise AssertionError("the drill never escalated")

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 from domain.lsn import parse_lsn
 from domain.spec import DrillSpec
 from domain.timeparse import parse_target_time
@@ -24,8 +24,8 @@ from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload
 from tests.e2e.test_cli import pitrdrill
 from tests.e2e.test_drill import COUNT, VOID, new_york
-from workers.cli import run_drill
-from workers.investigate_cli import display_zone
+from workers.cli.drill import run_drill
+from workers.cli.investigate import display_zone
 
 NEW_YORK = ZoneInfo("America/New_York")
 DATABASE = "shop"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from activities.planning import PlanRequest
+from activities.models import PlanRequest
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn, segment_name, segment_number
 from domain.spec import DrillSpec, PgBackRestSource
 from domain.targets import ResolvedTarget
 from lab.pgbackrest import STANZA, Stanza, pgbackrest_lab
 from tests.e2e.test_drill import COUNT, new_york
-from workers.cli import run_drill
+from workers.cli.drill import run_drill
 from workers.worker import WorkerSettings, build_planner, build_sources
 
 

@@ -14,7 +14,7 @@ from lab.lab import Lab
 from lab.workload import OrdersWorkload
 from tests.conftest import postgres_processes_under
 from tests.e2e.test_drill import COUNT, new_york
-from workers.cli import run_drill
+from workers.cli.drill import run_drill
 
 
 def tree_digest(root: Path) -> dict[str, str]:

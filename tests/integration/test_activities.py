@@ -12,11 +12,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.catalog import FilesystemCatalog
-from activities.contracts import ReplayRequest, RestoreRequest, Sandbox, SandboxRequest
-from activities.pg_runtime import PostgresRuntime
+from adapters.catalog import FilesystemCatalog
+from activities.models import ReplayRequest, RestoreRequest, Sandbox, SandboxRequest
+from adapters.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
-from activities.base_copy import restore_plan
+from adapters.base_copy import restore_plan
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
 from domain.spec import FilesystemSource
@@ -26,7 +26,7 @@ from tests.conftest import Scenario, postgres_processes_under
 
 @pytest.fixture
 def sandboxes(sandbox_root: Path, runtime: PostgresRuntime) -> SandboxActivities:
-    return SandboxActivities(runtime, sandbox_root)
+    return SandboxActivities(runtime, sandbox_root, "test@host")
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_restore_of_a_missing_backup_is_restore_failed(sources, scenario, sandbo
 def test_a_sandbox_root_that_cannot_be_created_is_sandbox_failed(runtime, work_root):
     blocker = work_root / "a-file"
     blocker.write_text("")
-    error = raises_code("SANDBOX_FAILED", SandboxActivities(runtime, blocker / "sandboxes").provision,
+    error = raises_code("SANDBOX_FAILED", SandboxActivities(runtime, blocker / "sandboxes", "test@host").provision,
                         SandboxRequest(drill_id="x"))
     assert str(blocker) in error.message
 

@@ -18,15 +18,17 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.catalog import FilesystemCatalog
-from activities.commit_store import CommitStore
-from activities.contracts import ReplayRequest, RestoreRequest, SandboxRequest
-from activities.pg_runtime import PostgresRuntime
+from adapters.catalog import FilesystemCatalog
+from adapters.commit_store import CommitStore
+from activities.models import ReplayRequest, RestoreRequest, SandboxRequest
+from adapters.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
-from activities.planning import DrillPlanner, PlanRequest
-from activities.waldump import WalIndexer, list_archive
+from activities.models import PlanRequest
+from activities.planning import PlanningActivities
+from adapters.preflight import Preflight
+from adapters.waldump import WalIndexer, list_archive
 from domain.spec import FilesystemSource
 from domain.catalog import BaseBackup
 from domain.commits import WalEvent, end_before
@@ -224,7 +226,8 @@ def test_segments_leaving_and_joining_the_archive(scenario, indexed, runtime, sc
 def test_the_plan_activity_heartbeats_indexes_and_predicts_from_the_right_backup(
         scenario, runtime, sources, scratch):
     store = CommitStore(scratch / "commits.sqlite")
-    planner = DrillPlanner(sources, WalIndexer(runtime, store, scratch_root=scratch), store)
+    planner = PlanningActivities(
+        Preflight(sources, WalIndexer(runtime, store, scratch_root=scratch), store), store)
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])
@@ -254,7 +257,7 @@ def test_prediction_is_where_postgresql_stops(name, scenario, indexed, first, ru
     indexer, _ = indexed
     chosen = TARGETS[name](scenario)
     env = ActivityEnvironment()
-    sandboxes = SandboxActivities(runtime, sandbox_root)
+    sandboxes = SandboxActivities(runtime, sandbox_root, "test@host")
     sandbox = env.run(sandboxes.provision, SandboxRequest(drill_id=f"ci-{uuid.uuid4().hex[:8]}"))
     try:
         source = FilesystemSource(base_backups=str(scenario.lab.base_backups),

@@ -1,5 +1,5 @@
 """Pre-flight on real archives: every way an archive or a backup can fail a drill is refused by
-`DrillPlanner.plan` with its code, naming the segment or backup, before anything exists.
+`Preflight.plan` with its code, naming the segment or backup, before anything exists.
 
 Two labs of this module's own: one timeline with a segment boundary after each group of
 commits and two backups (WAL and backup faults), and one where a backup was restored and
@@ -27,15 +27,15 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.catalog import FilesystemCatalog
-from activities.commit_store import CommitStore
-from activities.contracts import ReplayRequest, RestoreRequest, SandboxRequest
-from activities.pg_runtime import PostgresRuntime
-from activities.planning import PlanRequest
+from adapters.catalog import FilesystemCatalog
+from adapters.commit_store import CommitStore
+from activities.models import ReplayRequest, RestoreRequest, SandboxRequest
+from adapters.pg_runtime import PostgresRuntime
+from activities.models import PlanRequest
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
-from activities.waldump import WalIndexer
+from adapters.waldump import WalIndexer
 from domain.commits import WalEvent
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, parse_lsn
@@ -284,7 +284,7 @@ def recovered(scratch: Scratch, preflight: Preflight, plan: DrillPlan,
     """Restore the planned backup into a sandbox, replay `preflight`'s archive to `target`,
     tear the sandbox down."""
     runtime, sources, source = scratch.runtime, preflight.sources, preflight.source
-    env, sandboxes = ActivityEnvironment(), SandboxActivities(runtime, scratch.root / "drills")
+    env, sandboxes = ActivityEnvironment(), SandboxActivities(runtime, scratch.root / "drills", "test@host")
     sandbox = env.run(sandboxes.provision, SandboxRequest(drill_id=f"pf-{uuid.uuid4().hex[:8]}"))
     try:
         env.run(RestoreActivities(sources).restore_base_backup,

@@ -22,7 +22,7 @@ def _sources(*folders: str) -> str:
 
 
 def test_every_code_is_raised_somewhere_and_asserted_in_a_test():
-    code_text = _sources("domain", "activities", "workflows", "workers")
+    code_text = _sources("domain", "adapters", "activities", "workflows", "workers")
     test_text = _sources("tests")
     for code in ErrorCode:
         assert f"ErrorCode.{code.name}" in code_text or f'"{code}"' in code_text, code

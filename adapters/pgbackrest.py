@@ -18,7 +18,6 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,10 +25,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from temporalio import activity
-
-from activities.contracts import RestoreResult, Sandbox
-from activities.pg_runtime import host_environment
+from domain.restore import RestoreProgress, RestoreResult
+from domain.sandbox import Sandbox
+from adapters.pg_runtime import host_environment
 from domain.catalog import BaseBackup
 from domain.spec import PgBackRestSource
 from domain.errors import DrillError, ErrorCode
@@ -84,10 +82,6 @@ class Verification(BaseModel):
     archives: list[ArchiveVerdict]
 
 
-def _nothing() -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class PgBackRestRunner:
     """Runs the pgbackrest binary as the PostgreSQL OS user, like every server binary here.
@@ -98,8 +92,8 @@ class PgBackRestRunner:
 
     os_user: str = "postgres"
     binary: str = "/usr/bin/pgbackrest"
-    # How often a long command lets its caller heartbeat.
-    beat_every_s: float = 2.0
+    # How often a long command looks up from waiting (cancellation is delivered then).
+    poll_every_s: float = 0.5
 
     def _as_os_user(self) -> dict[str, Any]:
         if os.geteuid() != 0:
@@ -110,7 +104,6 @@ class PgBackRestRunner:
 
     def run(
         self, args: list[str], timeout_s: float | None = None,
-        on_wait: Callable[[], None] = _nothing,
     ) -> subprocess.CompletedProcess[str]:
         command = [self.binary, *args]
         # A session of its own, so that killing it also kills its parallel local processes.
@@ -119,7 +112,7 @@ class PgBackRestRunner:
             start_new_session=True, **self._as_os_user(),
         ) as process:
             try:
-                stdout, stderr = self._wait(process, timeout_s, on_wait)
+                stdout, stderr = self._wait(process, timeout_s)
             except BaseException:
                 # A timeout or a cancelled activity must not leave a restore writing behind us.
                 with contextlib.suppress(ProcessLookupError):
@@ -130,17 +123,16 @@ class PgBackRestRunner:
 
     def _wait(
         self, process: subprocess.Popen[str], timeout_s: float | None,
-        on_wait: Callable[[], None],
     ) -> tuple[str, str]:
-        """(stdout, stderr) once it exits, calling on_wait every beat_every_s meanwhile."""
+        """(stdout, stderr) once it exits. Waits in short slices: a cancelled activity's
+        CancelledError is raised in this thread between two of them."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
-                return process.communicate(timeout=self.beat_every_s)
+                return process.communicate(timeout=self.poll_every_s)
             except subprocess.TimeoutExpired:
                 if deadline is not None and time.monotonic() > deadline:
                     raise subprocess.TimeoutExpired(process.args, timeout_s) from None
-                on_wait()
 
 
 def _live_members(group: int) -> list[int]:
@@ -260,12 +252,11 @@ class PgBackRest:
 
     def _run(
         self, source: PgBackRestSource, command: str, options: list[str], failure: ErrorCode,
-        on_wait: Callable[[], None] = _nothing,
     ) -> str:
         """stdout of a command that must succeed."""
         try:
             done = self._runner.run(
-                [*repository_options(source), *options, command], self._timeout_s, on_wait
+                [*repository_options(source), *options, command], self._timeout_s
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise DrillError(failure, f"pgbackrest {command} for stanza {source.stanza!r}: {exc}")
@@ -294,7 +285,6 @@ class PgBackRest:
 
     def restore(
         self, source: PgBackRestSource, backup: BaseBackup, data_dir: Path, work_dir: Path,
-        on_wait: Callable[[], None] = _nothing,
     ) -> RestoreResult:
         """Restore `backup` into data_dir, an empty (or half-restored) directory the PostgreSQL
         user owns; work_dir holds pgBackRest's lock files and the remapped tablespaces.
@@ -318,7 +308,7 @@ class PgBackRest:
             f"--lock-path={work_dir / 'lock'}",
             f"--log-path={work_dir / 'log'}",
             f"--process-max={self._process_max}",
-        ], ErrorCode.RESTORE_FAILED, on_wait)
+        ], ErrorCode.RESTORE_FAILED)
         _ensure_server_config(data_dir)
         files, size = _tree_totals(data_dir)
         return RestoreResult(
@@ -378,12 +368,10 @@ class PgBackRestCatalog:
         """The stanza's archive: one directory per archive id, segments named NAME-SHA1.gz."""
         return Path(source.repo_path) / "archive" / source.stanza
 
-    def restore(self, source: PgBackRestSource, backup: BaseBackup,
-                sandbox: Sandbox) -> RestoreResult:
-        return self._pgbackrest.restore(
-            source, backup, Path(sandbox.data_dir), Path(sandbox.root),
-            on_wait=lambda: activity.heartbeat("pgbackrest restore running"),
-        )
+    def restore(self, source: PgBackRestSource, backup: BaseBackup, sandbox: Sandbox,
+                resume_from: RestoreProgress, on_progress) -> RestoreResult:
+        """pgbackrest reports no progress of its own; `--delta` makes a retry resume."""
+        return self._pgbackrest.restore(source, backup, Path(sandbox.data_dir), Path(sandbox.root))
 
     def restore_command(self, source: PgBackRestSource, sandbox: Sandbox) -> str:
         return self._pgbackrest.archive_get_command(source, Path(sandbox.data_dir))

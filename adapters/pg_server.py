@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 
 
 def free_port() -> int:

@@ -14,9 +14,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-import workers.cli as cli  # the module, not its names: workers.cli imports this one
-from activities.commit_store import CommitStore
-from activities.investigation import (
+from workers.cli import common as cli
+from adapters.commit_store import CommitStore
+from adapters.investigation import (
     InvestigateRequest,
     InvestigationReport,
     Investigator,
@@ -64,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _refuse(message: str, hint: str, code: ErrorCode = ErrorCode.SPEC_INVALID) -> cli.Refusal:
-    return cli._input_refusal(DrillError(code, message, hint))
+    return cli.refusal(DrillError(code, message, hint))
 
 
 def _archive(args: argparse.Namespace) -> Path:
@@ -88,7 +88,7 @@ def _around(args: argparse.Namespace) -> ParsedTime | None:
     try:
         return parse_target_time(args.around, args.assume_timezone, args.fold)
     except DrillError as error:
-        raise cli._input_refusal(error) from error
+        raise cli.refusal(error) from error
 
 
 def _rule(args: argparse.Namespace) -> BurstRule:
@@ -138,7 +138,7 @@ async def investigate_command(args: argparse.Namespace) -> int:
         plot = _plot_path(args)
         report = build_investigator(WorkerSettings.from_env()).investigate(request)
     except DrillError as error:
-        raise cli._input_refusal(error) from error
+        raise cli.refusal(error) from error
     zone = display_zone(parsed)
     if plot is not None:
         write_plot(report, zone, plot)

@@ -1,4 +1,7 @@
-"""One pydantic model in and one out for every activity (the workflow's view of the adapters)."""
+"""One pydantic model in and one out for every activity: the workflow's view of the adapters.
+
+Models that adapters also use outside Temporal (the CLI's `plan`) are defined beside them and
+named here, so this module lists every activity's contract."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from domain.catalog import BaseBackup
-from domain.report import CheckResult, Recovered
+from adapters.preflight import PlanRequest, PlanResult
+from domain.report import CheckResult, ErrorEntry, Metrics, Recovered
+from domain.restore import RestoreProgress, RestoreResult
+from domain.sandbox import Sandbox
 from domain.spec import BackupSource, Check
 from domain.targets import ResolvedTarget, TargetSpec
 
@@ -25,39 +31,19 @@ class SandboxRequest(BaseModel):
     drill_id: str
 
 
-class Sandbox(BaseModel):
-    """Everything about one sandbox lives under `root`; nothing it writes goes elsewhere."""
-
-    drill_id: str
-    root: str
-    data_dir: str
-    socket_dir: str
-    log_file: str
-    port: int
-
-
 class RestoreRequest(BaseModel):
     sandbox: Sandbox
     backup: BaseBackup
     source: BackupSource
 
 
-class RestoreProgress(BaseModel):
-    files_done: int = 0
-    bytes_done: int = 0
-
-
-class RestoreResult(BaseModel):
-    files: int
-    bytes_restored: int
-    seconds: float
-
-
 class ReplayRequest(BaseModel):
     sandbox: Sandbox
     target: ResolvedTarget
     source: BackupSource
-    db_user: str
+    # Checked as soon as the server accepts read-only connections, long before the target.
+    database: str = "postgres"
+    db_user: str = "postgres"
 
 
 class ReplayProgress(BaseModel):
@@ -79,6 +65,10 @@ class ChecksRequest(BaseModel):
     checks: list[Check]
 
 
+class ChecksProgress(BaseModel):
+    checks_done: int = 0
+
+
 class ChecksResult(BaseModel):
     results: list[CheckResult]
     seconds: float
@@ -88,3 +78,20 @@ class TeardownResult(BaseModel):
     removed: bool
     stopped_pid: int | None = None
     finished_at: datetime | None = None
+
+
+class EscalationNotice(BaseModel):
+    drill_id: str
+    cause: ErrorEntry
+    timeout_seconds: float
+    how_to_decide: str
+    webhook: str | None = None
+    command: str | None = None
+
+
+class NotifyResult(BaseModel):
+    delivered: list[str]
+    failed: list[str]
+
+
+__all__ = ["Metrics", "PlanRequest", "PlanResult", "RestoreProgress", "RestoreResult", "Sandbox"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel
 
-from activities.waldump import ArchiveListing, IndexResult, WalIndexer, list_archive
+from adapters.waldump import ArchiveListing, IndexResult, WalIndexer, list_archive
 from domain.commits import (
     TimelineHistory,
     WalEvent,

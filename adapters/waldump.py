@@ -32,8 +32,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from activities.commit_store import CommitStore, SegmentKey
-from activities.pg_runtime import PostgresRuntime
+from adapters.commit_store import CommitStore, SegmentKey
+from adapters.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup
 from domain.commits import (
     LONG_PAGE_HEADER,

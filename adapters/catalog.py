@@ -8,9 +8,10 @@ import tarfile
 import structlog
 from pathlib import Path
 
-from activities.base_copy import base_tar, copy_base_backup, extract_tar_backup, tar_member_text
-from activities.contracts import RestoreResult, Sandbox
-from activities.pg_runtime import PostgresRuntime
+from adapters.base_copy import OnProgress, base_tar, copy_base_backup, extract_tar_backup, tar_member_text
+from domain.restore import RestoreProgress, RestoreResult
+from domain.sandbox import Sandbox
+from adapters.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup, describe_backup, parse_label_fields
 from domain.sandbox import restore_command
 from domain.errors import DrillError, ErrorCode
@@ -69,13 +70,14 @@ class FilesystemCatalog:
     def wal_directory(self, source: FilesystemSource) -> Path:
         return Path(source.wal_archive)
 
-    def restore(self, source: FilesystemSource, backup: BaseBackup,
-                sandbox: Sandbox) -> RestoreResult:
+    def restore(self, source: FilesystemSource, backup: BaseBackup, sandbox: Sandbox,
+                resume_from: RestoreProgress, on_progress: OnProgress) -> RestoreResult:
         if backup.format == "tar":
             return extract_tar_backup(Path(backup.path), Path(sandbox.data_dir),
-                                      Path(sandbox.root) / "tablespaces", self._runtime)
+                                      Path(sandbox.root) / "tablespaces", self._runtime,
+                                      on_progress)
         return copy_base_backup(Path(backup.path), Path(sandbox.data_dir), self._runtime,
-                                self._copy_parallelism)
+                                resume_from, on_progress, self._copy_parallelism)
 
     def restore_command(self, source: FilesystemSource, sandbox: Sandbox) -> str:
         return restore_command(source.wal_archive)

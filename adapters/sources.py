@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from activities.contracts import RestoreResult, Sandbox
+from adapters.base_copy import OnProgress
+
+from domain.restore import RestoreProgress, RestoreResult
+from domain.sandbox import Sandbox
 from domain.catalog import BaseBackup
 from domain.errors import DrillError
 from domain.spec import BackupSource
@@ -18,7 +21,8 @@ class SourceAdapter(Protocol):
 
     def wal_directory(self, source) -> Path: ...
 
-    def restore(self, source, backup: BaseBackup, sandbox: Sandbox) -> RestoreResult: ...
+    def restore(self, source, backup: BaseBackup, sandbox: Sandbox,
+                resume_from: RestoreProgress, on_progress: OnProgress) -> RestoreResult: ...
 
     def restore_command(self, source, sandbox: Sandbox) -> str: ...
 

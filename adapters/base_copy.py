@@ -1,28 +1,35 @@
 """Plain base restore: copy a pg_basebackup directory into the sandbox, in parallel, resumably.
 
 Files are copied in a fixed order by a small thread pool (copy_file_range releases the GIL);
-the heartbeat carries how many leading files are done, so a retry skips them.
+progress names how many leading files are done, so a retry skips them, after re-checking each
+against the backup (size, and the manifest's checksum where there is one): a file cut short by
+a killed worker is never trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from temporalio import activity
+import crc32c
+import structlog
 
-from activities.log import drill_log, resumed
-from activities.contracts import RestoreProgress, RestoreResult
-from activities.pg_runtime import PostgresRuntime
+from adapters.pg_runtime import PostgresRuntime
 from domain.errors import DrillError, ErrorCode
+from domain.restore import RestoreProgress, RestoreResult
 
 # Never brought into a sandbox: a standby.signal would make it wait for a primary forever.
 _SKIPPED = {"standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts"}
-_HEARTBEAT_EVERY_S = 2.0
+_log = structlog.get_logger("pitrdrill.restore")
+
+OnProgress = Callable[[RestoreProgress], None]
 
 
 def restore_plan(source: Path) -> tuple[list[Path], list[Path]]:
@@ -46,40 +53,81 @@ def _ready_for_recovery(target: Path, runtime: PostgresRuntime) -> None:
     runtime.give(target, recursive=True)
 
 
+def _manifest_files(source: Path) -> dict[str, dict]:
+    """backup_manifest's entry per file path ({} without a manifest)."""
+    try:
+        manifest = json.loads((source / "backup_manifest").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {entry["Path"]: entry for entry in manifest.get("Files", [])}
+
+
+def _checksum(path: Path, algorithm: str) -> str | None:
+    """The file's checksum as backup_manifest writes it; None for an algorithm we lack."""
+    if algorithm == "CRC32C":
+        value = 0
+        with path.open("rb") as data:
+            while chunk := data.read(1 << 20):
+                value = crc32c.crc32c(chunk, value)
+        return value.to_bytes(4, "little").hex()  # PostgreSQL prints the raw (LE) bytes
+    if algorithm.lower() in ("sha224", "sha256", "sha384", "sha512"):
+        with path.open("rb") as data:
+            return hashlib.file_digest(data, algorithm.lower()).hexdigest()
+    return None
+
+
+def intact_prefix(source: Path, target: Path, files: list[Path], claimed: int) -> int:
+    """How many of the first `claimed` files are really restored: same size as the backup's
+    copy and, where the manifest has a checksum, the same checksum. Stops at the first that
+    is not; everything from there is copied again."""
+    manifest = _manifest_files(source)
+    for done, rel in enumerate(files[:claimed]):
+        try:
+            size = (target / rel).stat().st_size
+        except OSError:
+            return done
+        entry = manifest.get(rel.as_posix())
+        if size != (source / rel).stat().st_size or (entry and size != entry["Size"]):
+            return done
+        algorithm = entry.get("Checksum-Algorithm", "NONE") if entry else "NONE"
+        if algorithm != "NONE" and _checksum(target / rel, algorithm) not in (
+                entry["Checksum"], None):
+            return done
+    return claimed
+
+
 def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
+                     resume_from: RestoreProgress, on_progress: OnProgress,
                      parallelism: int = 4) -> RestoreResult:
-    """Runs inside the restore activity: heartbeats its progress and resumes from it."""
     started = time.perf_counter()
     if not (source / "backup_label").is_file():
         raise DrillError(ErrorCode.RESTORE_FAILED, f"{source} holds no base backup "
                          "(no backup_label): was it moved or expired?")
     try:
         directories, files = restore_plan(source)
-        progress = resumed(RestoreProgress)
-        drill_log().info("restore started", source=str(source), files=len(files),
-                         resuming_after=progress.files_done)
+        sizes = [(source / rel).stat().st_size for rel in files]
+        kept = intact_prefix(source, target, files, resume_from.files_done)
+        progress = RestoreProgress(files_done=kept, bytes_done=sum(sizes[:kept]),
+                                   bytes_total=sum(sizes))
+        _log.info("restore started", source=str(source), files=len(files),
+                  resumed_files=kept, claimed_files=resume_from.files_done)
+        on_progress(progress.model_copy())
         for directory in directories:
             (target / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
-        last_beat = 0.0
         with ThreadPoolExecutor(parallelism) as pool:
             # map() yields in order, so files_done is always a completed prefix.
-            copied = pool.map(
-                lambda rel: shutil.copyfile(source / rel, target / rel) and rel,
-                files[progress.files_done:],
-            )
-            for rel in copied:
+            copied = pool.map(lambda rel: shutil.copyfile(source / rel, target / rel),
+                              files[kept:])
+            for size, _ in zip(sizes[kept:], copied):
                 progress.files_done += 1
-                progress.bytes_done += (target / rel).stat().st_size
-                if time.monotonic() - last_beat > _HEARTBEAT_EVERY_S:
-                    activity.heartbeat(progress)
-                    last_beat = time.monotonic()
+                progress.bytes_done += size
+                on_progress(progress.model_copy())
         _ready_for_recovery(target, runtime)
     except OSError as exc:
         raise DrillError(ErrorCode.RESTORE_FAILED, f"copying {source} to {target}: {exc}") from exc
-    activity.heartbeat(progress)
-    drill_log().info("restore finished", files=progress.files_done, bytes=progress.bytes_done)
+    _log.info("restore finished", files=progress.files_done, bytes=progress.bytes_done)
     return RestoreResult(files=progress.files_done, bytes_restored=progress.bytes_done,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, files_resumed=kept)
 
 
 # pg_basebackup -Ft writes base.tar, pg_wal.tar and one OID.tar per tablespace (gzip: -z).
@@ -104,7 +152,7 @@ def tar_member_text(tar: Path, member: str) -> str | None:
         return extracted.read().decode() if extracted else None
 
 
-def _extract(tar: Path, into: Path) -> int:
+def _extract(tar: Path, into: Path, progress: RestoreProgress, on_progress: OnProgress) -> int:
     """Extract a tar (never outside `into`: the 'data' filter), returning the bytes written."""
     written = 0
     with tarfile.open(tar) as archive:
@@ -113,7 +161,9 @@ def _extract(tar: Path, into: Path) -> int:
                 continue
             archive.extract(member, into, filter="data")
             written += member.size
-            activity.heartbeat(RestoreProgress(bytes_done=written))
+            progress.files_done += 1
+            progress.bytes_done += member.size
+            on_progress(progress.model_copy())
     return written
 
 
@@ -123,21 +173,23 @@ def _tablespace_tars(backup: Path) -> dict[str, Path]:
 
 
 def extract_tar_backup(source: Path, target: Path, tablespaces: Path,
-                       runtime: PostgresRuntime) -> RestoreResult:
+                       runtime: PostgresRuntime, on_progress: OnProgress) -> RestoreResult:
     """Restore a tar-format backup. Tablespaces go under `tablespaces` (in the sandbox) and
-    tablespace_map is rewritten to point there, never back to the production paths."""
+    tablespace_map is rewritten to point there, never back to the production paths. A retry
+    extracts again from the start: every member is rewritten whole."""
     started = time.perf_counter()
+    progress = RestoreProgress()
     base = base_tar(source)
     if base is None:
         raise DrillError(ErrorCode.RESTORE_FAILED, f"{source} holds no base.tar")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        written = _extract(base, target)
+        written = _extract(base, target, progress, on_progress)
         if (wal := _tar_named(source, "pg_wal")) is not None:
-            written += _extract(wal, target / "pg_wal")
+            written += _extract(wal, target / "pg_wal", progress, on_progress)
         moved = {}
         for oid, tar in _tablespace_tars(source).items():
-            written += _extract(tar, tablespaces / oid)
+            written += _extract(tar, tablespaces / oid, progress, on_progress)
             moved[oid] = tablespaces / oid
         if moved:
             (target / "tablespace_map").write_text(

@@ -1,0 +1,173 @@
+"""The pitrdrill API for incident tooling and the CLI: start, follow, wait for, cancel and list
+drills on a Temporal server. Every call takes a client from `workers.client.connect()` (the
+one client factory: pydantic data converter, tracing) and raises DrillError with a stable code.
+
+    client = await connect()
+    drill_id = await start_drill(client, spec)
+    print((await drill_status(client, drill_id)).progress.stage)
+    report = await drill_result(client, drill_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.converter import DataConverter
+from pydantic import BaseModel
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.errors import DrillError, ErrorCode
+from domain.escalation import Decision
+from domain.report import DrillReport
+from domain.spec import DrillSpec
+from domain.stages import DrillProgress, LiveProgress, live_progress
+from domain.targets import mode_label
+from workers.worker import TASK_QUEUE
+from workflows.drill import DrillWorkflow
+from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
+
+
+class DrillListing(BaseModel):
+    drill_id: str
+    database: str | None
+    target_mode: str | None
+    status: str | None  # the drill's own (stage, verified, failed, ...)
+    workflow_status: str  # Temporal's (RUNNING, COMPLETED, CANCELED, ...)
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+def new_drill_id(spec: DrillSpec) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"drill-{spec.database}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _summary(spec: DrillSpec) -> str:
+    """The static summary the Temporal UI shows for the drill."""
+    return (f"PITR drill of {spec.database} to {mode_label(spec.target)} "
+            f"{spec.target.time or spec.target.lsn or spec.target.xid or spec.target.name or ''}"
+            f" ({spec.source.kind} source)").replace("  ", " ")
+
+
+async def start_drill(client: Client, spec: DrillSpec, drill_id: str | None = None,
+                      task_queue: str = TASK_QUEUE) -> str:
+    """Start a drill and return its id. Idempotent: an id already running is attached to,
+    and an id that already finished is not run again (its result stays readable)."""
+    drill_id = drill_id or new_drill_id(spec)
+    try:
+        await client.start_workflow(
+            DrillWorkflow.run, spec, id=drill_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(PITR_DATABASE, spec.database),
+                SearchAttributePair(PITR_TARGET_MODE, mode_label(spec.target)),
+                SearchAttributePair(PITR_STATUS, "starting"),
+            ]),
+            static_summary=_summary(spec),
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # the id finished before: its result stays readable
+    return drill_id
+
+
+def _handle(client: Client, drill_id: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(DrillWorkflow.run, drill_id)
+
+
+async def drill_result(client: Client, drill_id: str,
+                       while_waiting: Callable[[], Awaitable[None]] | None = None,
+                       every_s: float = 1.0) -> DrillReport:
+    """Wait for the drill's report. A cancelled drill raises DRILL_CANCELLED; a lost server
+    raises TEMPORAL_UNAVAILABLE naming the drill, which goes on without us."""
+    handle = _handle(client, drill_id)
+    try:
+        result = asyncio.ensure_future(handle.result())
+        while not result.done():
+            await asyncio.wait([result], timeout=every_s)
+            if while_waiting is not None and not result.done():
+                await while_waiting()
+        return result.result()
+    except WorkflowFailureError as exc:
+        if isinstance(exc.cause, CancelledError):
+            raise DrillError(ErrorCode.DRILL_CANCELLED, f"drill {drill_id} was cancelled; "
+                             "its sandbox was torn down") from exc
+        raise DrillError(ErrorCode.RECOVERY_FAILED,
+                         f"drill {drill_id} failed: {exc.cause}") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise DrillError(ErrorCode.SPEC_INVALID, f"no drill {drill_id!r} on this server",
+                             "List drills with `pitrdrill drill list`.") from exc
+        raise DrillError(
+            ErrorCode.TEMPORAL_UNAVAILABLE,
+            f"lost the Temporal server while waiting for drill {drill_id}: {exc}. The drill "
+            "itself goes on (its workers keep working and its history is durable)",
+            f"Once the server is back: pitrdrill drill result {drill_id}") from exc
+
+
+async def drill_progress(client: Client, drill_id: str) -> DrillProgress | None:
+    return await _handle(client, drill_id).query(DrillWorkflow.status)
+
+
+async def decide(client: Client, drill_id: str, decision: Decision) -> str:
+    """Answer an escalated drill (a Temporal update; refused unless it is waiting)."""
+    return await _handle(client, drill_id).execute_update(DrillWorkflow.decide, decision)
+
+
+async def drill_status(client: Client, drill_id: str) -> LiveProgress:
+    """The workflow's own status, plus the running activity's last heartbeat (bytes restored,
+    replay LSN) turned into a rate and an ETA."""
+    handle = _handle(client, drill_id)
+    progress = await drill_progress(client, drill_id)
+    if progress is None:
+        progress = DrillProgress(drill_id=drill_id, database="?")
+    description = await handle.describe()
+    heartbeat = None
+    for pending in description.raw_description.pending_activities:
+        if pending.heartbeat_details.payloads:
+            values = DataConverter.default.payload_converter.from_payloads(
+                pending.heartbeat_details.payloads)
+            heartbeat = values[0] if values and isinstance(values[0], dict) else None
+    return live_progress(progress, heartbeat, datetime.now(timezone.utc))
+
+
+async def cancel_drill(client: Client, drill_id: str) -> None:
+    """Request cancellation: the drill tears its sandbox down and ends cancelled."""
+    await _handle(client, drill_id).cancel()
+
+
+async def list_drills(client: Client, database: str | None = None,
+                      status: str | None = None, limit: int = 100) -> list[DrillListing]:
+    query = ["WorkflowType = 'DrillWorkflow'"]
+    if database:
+        query.append(f"PitrDatabase = '{_quoted(database)}'")
+    if status:
+        query.append(f"PitrStatus = '{_quoted(status)}'")
+    found = []
+    async for execution in client.list_workflows(" AND ".join(query), limit=limit):
+        attributes = execution.typed_search_attributes
+        found.append(DrillListing(
+            drill_id=execution.id,
+            database=attributes.get(PITR_DATABASE),
+            target_mode=attributes.get(PITR_TARGET_MODE),
+            status=attributes.get(PITR_STATUS),
+            workflow_status=execution.status.name if execution.status else "UNKNOWN",
+            started_at=execution.start_time,
+            closed_at=execution.close_time,
+        ))
+    return found
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

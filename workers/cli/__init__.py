@@ -1,0 +1,69 @@
+"""`pitrdrill`: the command line, one module per command group. Every command takes --json;
+exit codes mean something:
+
+0 verified / ok · 1 failed while running · 2 rejected: bad input, nothing was created ·
+3 Temporal unreachable · 4 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from temporalio.service import RPCError
+
+from domain.errors import DrillError, ErrorCode
+from workers import output, telemetry
+from workers.cli import drill, investigate, plan, server, target, worker
+from workers.cli.common import Refusal, refusal
+
+GROUPS = (worker, server, drill, investigate, plan, target)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitrdrill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    telemetry.configure(logging.INFO if args.command == "worker" else logging.WARNING)
+    try:
+        try:
+            return asyncio.run(args.handler(args))
+        except RPCError as exc:  # the server went away mid-command
+            raise refusal(DrillError(ErrorCode.TEMPORAL_UNAVAILABLE, str(exc))) from exc
+        except (DrillError, OSError) as exc:  # never a traceback at 3 a.m.
+            error = exc if isinstance(exc, DrillError) else DrillError(
+                ErrorCode.PREFLIGHT_FAILED, f"{type(exc).__name__}: {exc}")
+            raise refusal(error) from exc
+    except Refusal as refused:
+        if getattr(args, "json", False):
+            print(json.dumps({"status": refused.status, "errors": [refused.error.model_dump()]},
+                             indent=2))
+        else:
+            print(output.error_text(refused.error), file=sys.stderr)
+        return refused.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry_point() -> None:
+    """Console script. Exits without interpreter teardown: the SDK's native threads can abort
+    a finalizing interpreter (temporalio/sdk-python#300), turning exit 3 into SIGABRT."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry_point()
