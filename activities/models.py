@@ -10,6 +10,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from domain.catalog import BaseBackup
+from domain.recovery import Approval, Promotion
 from adapters.preflight import PlanRequest, PlanResult
 from domain.report import CheckResult, ErrorEntry, Metrics, Recovered
 from domain.restore import RestoreProgress, RestoreResult
@@ -29,6 +30,15 @@ class ResolveTargetResult(BaseModel):
 
 class SandboxRequest(BaseModel):
     drill_id: str
+    # A recovery's data directory (absent or empty); a drill's lives inside its sandbox.
+    destination: str | None = None
+
+
+class PromotionRequest(BaseModel):
+    sandbox: Sandbox
+    target: ResolvedTarget
+    source: BackupSource
+    approval: Approval
 
 
 class RestoreRequest(BaseModel):
@@ -94,4 +104,5 @@ class NotifyResult(BaseModel):
     failed: list[str]
 
 
-__all__ = ["Metrics", "PlanRequest", "PlanResult", "RestoreProgress", "RestoreResult", "Sandbox"]
+__all__ = ["Metrics", "PlanRequest", "PlanResult", "Promotion", "RestoreProgress", "RestoreResult",
+           "Sandbox"]

@@ -115,9 +115,7 @@ class ReplayActivities:
     def _start(self, server: PostgresServer, request: ReplayRequest, target) -> None:
         sandbox = request.sandbox
         fetch_wal = self._sources.adapter(request.source).restore_command(request.source, sandbox)
-        settings = server_settings(
-            sandbox.root, sandbox.socket_dir, sandbox.port, sandbox.drill_id, fetch_wal, target,
-        )
+        settings = server_settings(sandbox, fetch_wal, target)
         # The exact settings, for whoever reads the sandbox or the report afterwards.
         Path(sandbox.root, "recovery-settings.conf").write_text(render_settings(settings))
         log_before = server.log_size()

@@ -32,6 +32,21 @@ def server_of(sandbox: Sandbox, runtime: PostgresRuntime) -> PostgresServer:
     )
 
 
+def _empty_destination(destination: str | None) -> Path | None:
+    """A recovery's data directory must be absent or empty: refused before anything is
+    written, so nothing that was there can be lost."""
+    if destination is None:
+        return None
+    path = Path(destination)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DrillError(ErrorCode.DESTINATION_NOT_EMPTY,
+                         f"destination {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise DrillError(ErrorCode.DESTINATION_NOT_EMPTY,
+                         f"destination {path} is not empty: {len(list(path.iterdir()))} entries")
+    return path
+
+
 class SandboxActivities:
     """`host_queue` is this host's own task queue: provision runs on the shared queue (any
     host may take a new sandbox) and returns it, so that everything after runs here."""
@@ -60,13 +75,15 @@ class SandboxActivities:
                 raise DrillError(ErrorCode.SANDBOX_FAILED,
                                  f"{root} belongs to drill {existing.drill_id!r}")
             return existing
+        destination = _empty_destination(request.destination)
         try:
             self._runtime.make_private_dir(self._root, 0o755)
             self._runtime.make_private_dir(root, 0o755)
             sandbox = Sandbox(
                 drill_id=request.drill_id,
                 root=str(root),
-                data_dir=str(self._runtime.make_private_dir(root / "data")),
+                data_dir=str(self._runtime.make_private_dir(destination or root / "data")),
+                purpose="recovery" if destination else "drill",
                 socket_dir=str(self._runtime.make_private_dir(root / "socket")),
                 log_file=str(root / "postgres.log"),
                 port=free_port(),
@@ -95,6 +112,13 @@ class SandboxActivities:
         remove_tree(Path(sandbox.root))
         if Path(sandbox.root).exists():
             raise RuntimeError(f"{sandbox.root} could not be removed yet; retrying")
+        if sandbox.purpose == "recovery":
+            # The destination was absent or empty before: leave it empty, never half-restored.
+            for entry in Path(sandbox.data_dir).iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)
+                else:
+                    entry.unlink()
         _log.info("sandbox torn down", root=sandbox.root, stopped_pid=pid)
         return TeardownResult(
             removed=not Path(sandbox.root).exists(),

@@ -60,6 +60,8 @@ class ErrorCode(StrEnum):
     DATABASE_NOT_FOUND = "DATABASE_NOT_FOUND"
     ROLE_NOT_FOUND = "ROLE_NOT_FOUND"
     PATH_UNREACHABLE = "PATH_UNREACHABLE"
+    DESTINATION_NOT_EMPTY = "DESTINATION_NOT_EMPTY"
+    PROMOTION_FAILED = "PROMOTION_FAILED"
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,16 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "runtime",
         "The spec's db_user is not a role of the backed-up cluster.",
         "Set `db_user` to one of the roles the message lists (default: postgres).",
+    ),
+    ErrorCode.DESTINATION_NOT_EMPTY: ErrorInfo(
+        "input",
+        "A recovery's destination exists and is not an empty directory.",
+        "Name an absent or empty directory; nothing in the one named was touched.",
+    ),
+    ErrorCode.PROMOTION_FAILED: ErrorInfo(
+        "runtime",
+        "The recovered server could not be promoted or reopened as the approval asked.",
+        "Read the server log excerpt; the data directory is kept as it was, paused.",
     ),
     ErrorCode.PATH_UNREACHABLE: ErrorInfo(
         "input",

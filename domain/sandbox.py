@@ -7,6 +7,7 @@ may carry: a production archive_command, primary_conninfo or external_pid_file c
 from __future__ import annotations
 
 import shlex
+from typing import Literal
 from pathlib import PurePosixPath
 
 from pydantic import BaseModel
@@ -26,6 +27,9 @@ class Sandbox(BaseModel):
     # The task queue of the worker on the host that holds this sandbox: every later sandbox
     # activity is sent there.
     task_queue: str = ""
+    # A drill's data lives in the sandbox and goes with it; a recovery's data_dir is its
+    # destination, emptied on failure and kept once a human decides.
+    purpose: Literal["drill", "recovery"] = "drill"
 
 
 # How an archived segment may be stored, and the command that writes it out plain.
@@ -43,11 +47,12 @@ def restore_command(wal_archive: str) -> str:
     return "el".join(branches) + "else exit 1; fi"
 
 
-def isolation_settings(sandbox_dir: str, socket_dir: str, port: int, drill_id: str) -> dict[str, str]:
+def isolation_settings(sandbox_dir: str, data_dir: str, socket_dir: str, port: int,
+                       drill_id: str) -> dict[str, str]:
     return {
         # -D only names the configuration directory: a restored postgresql.conf saying
         # data_directory = '/var/lib/postgresql/15/main' would otherwise run the drill there.
-        "data_directory": f"{sandbox_dir}/data",
+        "data_directory": data_dir,
         # Paused in recovery, the server polls this file, deletes it and promotes: an HA
         # standby's trigger path must never reach a sandbox.
         "promote_trigger_file": "",
@@ -85,16 +90,14 @@ _TARGET_SETTINGS = ("recovery_target", "recovery_target_lsn", "recovery_target_n
                     "recovery_target_time", "recovery_target_xid")
 
 
-def server_settings(
-    sandbox_dir: str, socket_dir: str, port: int, drill_id: str, fetch_wal: str,
-    target: ResolvedTarget,
-) -> dict[str, str]:
+def server_settings(sandbox: Sandbox, fetch_wal: str, target: ResolvedTarget) -> dict[str, str]:
     """`fetch_wal` is the source's read-only restore_command. The unused target settings are
     blanked before the chosen one is set: their assign hooks refuse a blank after it."""
     chosen = recovery_settings(target)
     blanks = {name: "" for name in _TARGET_SETTINGS if name not in chosen}
     return {
-        **isolation_settings(sandbox_dir, socket_dir, port, drill_id),
+        **isolation_settings(sandbox.root, sandbox.data_dir, sandbox.socket_dir, sandbox.port,
+                             sandbox.drill_id),
         "restore_command": fetch_wal,
         **blanks,
         **chosen,

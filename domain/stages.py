@@ -20,6 +20,8 @@ class Stage(StrEnum):
     PAUSE = "pause"
     CHECKS = "checks"
     WARM = "warm"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROMOTE = "promote"
     TEARDOWN = "teardown"
 
 

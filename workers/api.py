@@ -1,5 +1,5 @@
 """The pitrdrill API for incident tooling and the CLI: start, follow, wait for, cancel and list
-drills on a Temporal server. Every call takes a client from `workers.client.connect()` (the
+drills, and run real recoveries that a human approves, on a Temporal server. Every call takes a client from `workers.client.connect()` (the
 one client factory: pydantic data converter, tracing) and raises DrillError with a stable code.
 
     client = await connect()
@@ -29,12 +29,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import DrillError, ErrorCode
 from domain.escalation import Decision
+from domain.recovery import Abort, Approval, RecoveryReport, RecoverySpec
 from domain.report import DrillReport
 from domain.spec import DrillSpec
 from domain.stages import DrillProgress, LiveProgress, live_progress
 from domain.targets import mode_label
 from workers.worker import TASK_QUEUE
 from workflows.drill import DrillWorkflow
+from workflows.recovery import RecoveryWorkflow
 from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
 
 
@@ -82,16 +84,19 @@ async def start_drill(client: Client, spec: DrillSpec, drill_id: str | None = No
     return drill_id
 
 
-def _handle(client: Client, drill_id: str) -> WorkflowHandle:
-    return client.get_workflow_handle_for(DrillWorkflow.run, drill_id)
+def _handle(client: Client, drill_id: str,
+            result_type: type[DrillReport] = DrillReport) -> WorkflowHandle:
+    """Drills and recoveries alike: both answer the `status` query and return a report."""
+    return client.get_workflow_handle(drill_id, result_type=result_type)
 
 
 async def drill_result(client: Client, drill_id: str,
                        while_waiting: Callable[[], Awaitable[None]] | None = None,
-                       every_s: float = 1.0) -> DrillReport:
-    """Wait for the drill's report. A cancelled drill raises DRILL_CANCELLED; a lost server
-    raises TEMPORAL_UNAVAILABLE naming the drill, which goes on without us."""
-    handle = _handle(client, drill_id)
+                       every_s: float = 1.0,
+                       result_type: type[DrillReport] = DrillReport) -> DrillReport:
+    """Wait for the drill's (or recovery's) report. A cancelled one raises DRILL_CANCELLED; a
+    lost server raises TEMPORAL_UNAVAILABLE naming the drill, which goes on without us."""
+    handle = _handle(client, drill_id, result_type)
     try:
         result = asyncio.ensure_future(handle.result())
         while not result.done():
@@ -117,12 +122,56 @@ async def drill_result(client: Client, drill_id: str,
 
 
 async def drill_progress(client: Client, drill_id: str) -> DrillProgress | None:
-    return await _handle(client, drill_id).query(DrillWorkflow.status)
+    return await _handle(client, drill_id).query("status", result_type=DrillProgress)
 
 
 async def decide(client: Client, drill_id: str, decision: Decision) -> str:
     """Answer an escalated drill (a Temporal update; refused unless it is waiting)."""
-    return await _handle(client, drill_id).execute_update(DrillWorkflow.decide, decision)
+    return await client.get_workflow_handle_for(DrillWorkflow.run, drill_id).execute_update(
+        DrillWorkflow.decide, decision)
+
+
+# --- real recoveries -----------------------------------------------------------------------
+
+
+async def start_recovery(client: Client, spec: RecoverySpec, recovery_id: str | None = None,
+                         task_queue: str = TASK_QUEUE) -> str:
+    """Start a recovery into spec.destination; it waits paused for approve_promotion/abort.
+    Idempotent on its id like a drill."""
+    recovery_id = recovery_id or new_drill_id(spec).replace("drill-", "recovery-", 1)
+    try:
+        await client.start_workflow(
+            RecoveryWorkflow.run, spec, id=recovery_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(PITR_DATABASE, spec.database),
+                SearchAttributePair(PITR_TARGET_MODE, mode_label(spec.target)),
+                SearchAttributePair(PITR_STATUS, "starting"),
+            ]),
+            static_summary=f"RECOVERY of {spec.database} into {spec.destination}",
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+    return recovery_id
+
+
+async def approve_promotion(client: Client, recovery_id: str, approval: Approval) -> str:
+    """Promote a recovery that is waiting (refused before every check passed)."""
+    return await _recovery(client, recovery_id).execute_update(RecoveryWorkflow.approve, approval)
+
+
+async def abort(client: Client, recovery_id: str, abort_: Abort) -> str:
+    """Leave a waiting recovery paused and read-only, for inspection."""
+    return await _recovery(client, recovery_id).execute_update(RecoveryWorkflow.abort, abort_)
+
+
+async def recovery_result(client: Client, recovery_id: str) -> RecoveryReport:
+    return await drill_result(client, recovery_id, result_type=RecoveryReport)
+
+
+def _recovery(client: Client, recovery_id: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(RecoveryWorkflow.run, recovery_id)
 
 
 async def drill_status(client: Client, drill_id: str) -> LiveProgress:
@@ -149,7 +198,7 @@ async def cancel_drill(client: Client, drill_id: str) -> None:
 
 async def list_drills(client: Client, database: str | None = None,
                       status: str | None = None, limit: int = 100) -> list[DrillListing]:
-    query = ["WorkflowType = 'DrillWorkflow'"]
+    query = ["WorkflowType IN ('DrillWorkflow', 'RecoveryWorkflow')"]
     if database:
         query.append(f"PitrDatabase = '{_quoted(database)}'")
     if status:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from domain.recovery import RecoveryReport
 from domain.report import DrillReport, ErrorEntry
 from domain.stages import LiveProgress
 from domain.targets import ResolvedTarget, format_utc
 
-_MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED"}
+_MARK = {"verified": "VERIFIED", "failed": "FAILED", "rejected": "REJECTED",
+         "promoted": "PROMOTED", "paused": "PAUSED (aborted, read-only)"}
 
 
 def error_text(error: ErrorEntry) -> str:
@@ -110,8 +112,22 @@ def summary(report: DrillReport) -> str:
     if m.time_to_verify_seconds is not None:
         lines.append(f"  time to verify {_seconds(m.time_to_verify_seconds)}; data given up "
                      f"before the target {_seconds(m.data_lost_seconds)}")
+    if isinstance(report, RecoveryReport):
+        lines.extend(_recovery_lines(report))
     lines.extend("  " + error_text(error).replace("\n", "\n  ") for error in report.errors)
     return "\n".join(lines)
+
+
+def _recovery_lines(report: RecoveryReport) -> list[str]:
+    lines = [f"  destination   {report.destination}"]
+    if report.decision:
+        d = report.decision
+        lines.append(f"  decided       {d.action} by {d.by} at {format_utc(d.at)}: {d.reason}")
+    if report.promotion:
+        p = report.promotion
+        lines.append(f"  promoted      timeline {p.timeline}; listening on "
+                     f"{p.listen_addresses}:{p.port} and in {p.socket_dir}")
+    return lines
 
 
 def status_text(live: LiveProgress) -> str:

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from activities.checks import CheckActivities
 from activities.escalation import EscalationNotifier
 from activities.planning import PlanningActivities
+from activities.promotion import PromotionActivities
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
@@ -39,6 +40,7 @@ from adapters.sources import BackupSources
 from adapters.waldump import WalIndexer
 from workflows import search_attributes
 from workflows.drill import DrillWorkflow
+from workflows.recovery import RecoveryWorkflow
 
 TASK_QUEUE = "pitrdrill"
 
@@ -92,7 +94,7 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DrillWorkflow],
+        workflows=[DrillWorkflow, RecoveryWorkflow],
         activities=[
             TargetActivities().resolve_target,
             planning.plan_drill,
@@ -111,6 +113,9 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
             ReplayActivities(runtime, sources).replay_to_target,
             CheckActivities(runtime).run_checks,
             sandboxes.teardown,
+            # A recovery names the host that restores into its destination.
+            sandboxes.provision,
+            PromotionActivities(runtime, sources).promote,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,

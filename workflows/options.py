@@ -41,6 +41,8 @@ REPLAY_TO_TARGET = dict(start_to_close_timeout=timedelta(hours=12),
                         cancellation_type=WAIT_FOR_CANCEL)
 RUN_CHECKS = dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=HEARTBEAT,
                   retry_policy=QUICK, cancellation_type=WAIT_FOR_CANCEL)
+PROMOTE_RECOVERY = dict(start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=HEARTBEAT,
+                        retry_policy=QUICK)
 TEARDOWN_SANDBOX = dict(start_to_close_timeout=timedelta(minutes=5),
                         retry_policy=TEARDOWN_RETRY)
 

@@ -49,19 +49,21 @@ with workflow.unsafe.imports_passed_through():
 CATALOGUE_CODES = {str(code) for code in CATALOGUE}
 # The code a stage's unexpected failure is reported under.
 STAGE_CODE = {Stage.PROVISION: ErrorCode.SANDBOX_FAILED, Stage.RESTORE: ErrorCode.RESTORE_FAILED,
-              Stage.REPLAY: ErrorCode.RECOVERY_FAILED, Stage.CHECKS: ErrorCode.CHECK_ERROR}
+              Stage.REPLAY: ErrorCode.RECOVERY_FAILED, Stage.CHECKS: ErrorCode.CHECK_ERROR,
+              Stage.PROMOTE: ErrorCode.PROMOTION_FAILED}
 # `validate_or_escalate` returns this when the recovery may go on.
 GO_ON = object()
 
 
 class RecoveryPath:
-    def __init__(self, spec: DrillSpec) -> None:
+    def __init__(self, spec: DrillSpec, report_type: type[DrillReport] = DrillReport,
+                 **report_fields) -> None:
         info = workflow.info()
         self.spec = spec
         self.progress = DrillProgress(drill_id=info.workflow_id, database=spec.database)
-        self.report = DrillReport(drill_id=info.workflow_id, status="verified",
+        self.report = report_type(drill_id=info.workflow_id, status="verified",
                                   database=spec.database, started_at=workflow.now(),
-                                  workflow_run_id=info.run_id)
+                                  workflow_run_id=info.run_id, **report_fields)
         workflow.upsert_search_attributes([PITR_DATABASE.value_set(spec.database),
                                            PITR_TARGET_MODE.value_set(mode_label(spec.target))])
 
@@ -204,10 +206,13 @@ class RecoveryPath:
         return options.host_bound(activity_options, sandbox.task_queue,
                                   self.spec.sandbox.host_wait_seconds)
 
-    async def provision(self, request: SandboxRequest) -> Sandbox:
+    async def provision(self, request: SandboxRequest, host_queue: str | None = None) -> Sandbox:
+        """On any host, or on the one whose queue is given (a recovery names its host)."""
+        where = options.PROVISION_SANDBOX if host_queue is None else options.host_bound(
+            options.PROVISION_SANDBOX, host_queue, self.spec.sandbox.host_wait_seconds)
         async with self.stage(Stage.PROVISION):
             sandbox = await workflow.execute_activity_method(
-                SandboxActivities.provision, request, **options.PROVISION_SANDBOX)
+                SandboxActivities.provision, request, **where)
         self.progress.sandbox_task_queue = sandbox.task_queue
         return sandbox
 

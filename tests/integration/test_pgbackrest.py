@@ -174,7 +174,8 @@ def test_restored_incremental_recovers_to_a_time_target_without_writing_to_the_r
     try:
         restored = adapter.restore(stanza.source, chosen, server.data_dir, sandbox)
         settings = {
-            **isolation_settings(str(sandbox), str(server.socket_dir), server.port, "pgbackrest"),
+            **isolation_settings(str(sandbox), str(server.data_dir), str(server.socket_dir),
+                                 server.port, "pgbackrest"),
             "restore_command": adapter.archive_get_command(stanza.source, server.data_dir),
             **recovery_settings(target),
         }

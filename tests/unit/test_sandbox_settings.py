@@ -1,13 +1,14 @@
 from datetime import datetime, timezone
 
-from domain.sandbox import restore_command, server_settings
+from domain.sandbox import Sandbox, restore_command, server_settings
 from domain.targets import ResolvedTarget
 
 
 def settings():
     target = ResolvedTarget(mode="time", utc=datetime(2026, 1, 15, 19, 30, 0, 123456, tzinfo=timezone.utc))
-    return server_settings("/sb/d1", "/sb/d1/socket", 6543, "d1", restore_command("/arch ive"),
-                           target)
+    sandbox = Sandbox(drill_id="d1", root="/sb/d1", data_dir="/sb/d1/data",
+                      socket_dir="/sb/d1/socket", log_file="/sb/d1/postgres.log", port=6543)
+    return server_settings(sandbox, restore_command("/arch ive"), target)
 
 
 def test_the_sandbox_cannot_write_to_the_archive_or_reach_a_primary():

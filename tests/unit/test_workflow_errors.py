@@ -1,7 +1,7 @@
 """How the drill workflow names failures that are not domain errors."""
 
 from domain.errors import ErrorCode
-from workflows.drill import _error_entry
+from workflows.recovery_path import error_entry as _error_entry
 
 
 def test_an_unexpected_failure_is_named_by_the_stage_never_as_bad_input():

@@ -44,10 +44,14 @@ def refusal(error: DrillError) -> Refusal:
     return Refusal(status, ErrorEntry.from_error(error), code)
 
 
-def load_spec(path: str) -> DrillSpec:
+def load_spec(path: str, model: type[DrillSpec] = DrillSpec, **overrides) -> DrillSpec:
+    """A spec file (YAML or JSON, '-' for stdin) as `model`, command-line values winning."""
     try:
         raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        return DrillSpec.model_validate(yaml.safe_load(raw.decode("utf-8")))
+        fields = yaml.safe_load(raw.decode("utf-8"))
+        if overrides and isinstance(fields, dict):
+            fields.update({k: v for k, v in overrides.items() if v is not None})
+        return model.model_validate(fields)
     except UnicodeDecodeError as exc:
         raise refusal(DrillError(ErrorCode.SPEC_INVALID,
                                  f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
