@@ -49,6 +49,8 @@ def spec_after_decision(spec: DrillSpec, decision: Decision) -> DrillSpec:
         return spec.model_copy(update={"fallback": PROCEED_FALLBACKS})
     modes = {"time": None, "lsn": None, "xid": None, "name": None,
              "immediate": False, "latest": False}
+    # Defaults are not a human's words (and a decision that crossed Temporal has every field
+    # set): only what differs from them replaces the spec's.
     merged = spec.target.model_copy(
-        update={**modes, **decision.target.model_dump(exclude_unset=True)})
+        update={**modes, **decision.target.model_dump(exclude_defaults=True)})
     return spec.model_copy(update={"target": merged})

@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.models import Sandbox, SandboxRequest
     from domain.escalation import Decision
-    from domain.report import DrillReport, ErrorEntry
+    from domain.report import DrillReport
     from domain.spec import DrillSpec
     from domain.stages import DrillProgress, Stage
     from workflows.recovery_path import (
@@ -59,16 +59,17 @@ class DrillWorkflow:
             refusal = await path.validate_or_escalate(lambda: self._decision)
             if refusal is not GO_ON:
                 return path.finish(refusal)
-            failure = await self._in_sandbox(path)
-            if failure is None and not path.report.errors:
+            await self._in_sandbox(path)
+            if not path.report.errors:
                 await path.record_throughput()
-            return path.finish(failure)
+            return path.finish()
         except BaseException as exc:
             if is_cancellation(exc):
                 path.cancelled()
             raise
 
-    async def _in_sandbox(self, path: RecoveryPath) -> ErrorEntry | None:
+    async def _in_sandbox(self, path: RecoveryPath) -> None:
+        """A failure is reported before teardown, whose own troubles come after it."""
         sandbox: Sandbox | None = None
         stage = Stage.PROVISION
         try:
@@ -79,10 +80,9 @@ class DrillWorkflow:
             await path.replay(sandbox)
             stage = Stage.CHECKS
             await path.check(sandbox)
-            return None
         except ActivityError as exc:
             reraise_cancellation(exc)
-            return error_entry(exc, STAGE_CODE[stage])
+            path.report.errors.append(error_entry(exc, STAGE_CODE[stage]))
         finally:
             if sandbox is not None:
                 await path.teardown(sandbox)

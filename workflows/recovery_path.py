@@ -180,6 +180,7 @@ class RecoveryPath:
                 EscalationNotifier.notify, notice, **options.NOTIFY_ESCALATION)
             record.notified, record.notify_failures = notified.delivered, notified.failed
         except ActivityError as exc:
+            reraise_cancellation(exc)
             record.notify_failures.append(str(exc.cause or exc))
         self.progress.stage, self.progress.stage_started_at = Stage.ESCALATED, workflow.now()
         self.set_status(Stage.ESCALATED)
@@ -300,6 +301,7 @@ class RecoveryPath:
                 PlanningActivities.record_throughput, self.report.metrics,
                 **options.RECORD_THROUGHPUT)
         except ActivityError as exc:
+            reraise_cancellation(exc)
             workflow.logger.warning("throughput not recorded", extra={"error": str(exc)})
 
 
