@@ -106,3 +106,103 @@ class NotifyResult(BaseModel):
 
 __all__ = ["Metrics", "PlanRequest", "PlanResult", "Promotion", "RestoreProgress", "RestoreResult",
            "Sandbox"]
+
+
+# --- bisect (activities/probe.py) ------------------------------------------------------------
+
+from domain.bisect import Bound, CommitSeen, RelationFilter, Role  # noqa: E402
+from domain.plan import DrillPlan, PlanOptions  # noqa: E402
+
+
+class BisectPlanRequest(BaseModel):
+    source: BackupSource
+    plan: DrillPlan  # the drill plan for the bad bound (RecoveryPath.validate's)
+    bad: ResolvedTarget  # its target; latest: the archive's last commit, inclusive
+    good: ResolvedTarget | None = None  # None: the chosen backup's consistent point
+    good_given: str | None = None
+    bad_given: str | None = None
+    options: PlanOptions = PlanOptions()
+    zone: str | None = None
+
+
+class BisectPlan(BaseModel):
+    plan: DrillPlan | None  # a new plan when the good bound needs an older backup
+    good: Bound
+    bad: Bound
+    commits: int  # committed transactions between the bounds: the candidates, unfiltered
+    aborted: int  # transactions that ended in an abort between them: never candidates
+    last_good_bound_commit: CommitSeen | None  # the last commit the good bound keeps
+    seconds: float
+
+
+class CandidatesRequest(BaseModel):
+    sandbox: Sandbox
+    source: BackupSource
+    backup: BaseBackup
+    timeline: str
+    good_stop_lsn: str
+    bad_stop_lsn: str
+    relation: str | None = None  # looked up in the sandbox, paused at the good bound
+    database: str = "postgres"
+    db_user: str = "postgres"
+    zone: str | None = None
+
+
+class CandidatesResult(BaseModel):
+    candidates: int
+    commits: int  # all commits between the bounds
+    aborted: int
+    first: CommitSeen | None  # c_1
+    last: CommitSeen | None  # the last commit between the bounds (the bad bound keeps it)
+    relation: RelationFilter | None = None
+    seconds: float
+
+
+class ProbeRequest(BaseModel):
+    sandbox: Sandbox
+    source: BackupSource
+    database: str
+    db_user: str
+    predicate: str
+    role: Role
+    position: int
+    # The bounds name their target; a search probe's is the exclusive xid of the candidate at
+    # `position` (0-based: c_{position+1}) in the sandbox's candidate list.
+    target: ResolvedTarget | None = None
+    timeline: str = "latest"
+    expect_replay_lsn: str | None = None  # a bound's predicted stop, checked when given
+    zone: str | None = None
+
+
+class ProbeResult(BaseModel):
+    position: int
+    target: ResolvedTarget
+    damaged: bool
+    stopped_before: CommitSeen | None = None
+    last_kept: CommitSeen | None = None
+    commits_kept: int | None = None  # of the commits between the bounds
+    replay_lsn: str | None = None
+    last_commit_time: datetime | None = None
+    stop_reason: str | None = None
+    reattached: bool = False  # a retry found the server already started for this probe
+    seconds: float
+
+
+class GoodStateRequest(BaseModel):
+    sandbox: Sandbox
+    database: str = "postgres"  # for the restartpoint (CHECKPOINT) before the server stops
+    db_user: str = "postgres"
+
+
+class GoodStateResult(BaseModel):
+    full_copy: bool  # the first keep copies everything; later ones only what changed
+    files_copied: int
+    bytes_copied: int
+    files_removed: int
+    seconds: float
+
+
+class GoodStateProgress(BaseModel):
+    """Heartbeated while a data directory is copied (nothing finer to report)."""
+
+    copying: bool = True

@@ -8,17 +8,17 @@ from temporalio import activity
 from activities.boundary import activity_boundary
 from activities.heartbeat import Heartbeater
 from activities.models import Metrics, PlanRequest, PlanResult
-from adapters.commit_store import CommitStore
-from adapters.preflight import Preflight
-from adapters.waldump import IndexProgress
+from adapters.preflight import Preflight, WindowResult
+from adapters.throughput_history import ThroughputHistory
+from adapters.wal_index import IndexProgress
 
 _log = structlog.get_logger("pitrdrill.planning")
 
 
 class PlanningActivities:
-    def __init__(self, preflight: Preflight, store: CommitStore) -> None:
+    def __init__(self, preflight: Preflight, throughput: ThroughputHistory) -> None:
         self._preflight = preflight
-        self._store = store
+        self._throughput = throughput
 
     @activity.defn(name="plan_drill")
     @activity_boundary
@@ -35,4 +35,14 @@ class PlanningActivities:
     def record_throughput(self, metrics: Metrics) -> None:
         """Keep what a verified drill measured: the next plans estimate from it."""
         if metrics.restore_mb_per_s and metrics.replay_mb_per_s:
-            self._store.record_throughput(metrics.restore_mb_per_s, metrics.replay_mb_per_s)
+            self._throughput.record(metrics.restore_mb_per_s, metrics.replay_mb_per_s)
+
+    @activity.defn(name="restorable_window")
+    @activity_boundary
+    def restorable_window(self, request: PlanRequest) -> WindowResult:
+        """The window a synthetic target picks its instant from (request.target: its timeline)."""
+        with Heartbeater(IndexProgress()) as beat:
+            result = self._preflight.window(request, beat)
+        _log.info("window", earliest_lsn=result.window.earliest_lsn,
+                  latest=result.window.latest.lsn if result.window.latest else None)
+        return result

@@ -1,4 +1,4 @@
-"""The investigation's I/O: bring the commit index up to date, follow the archive's newest
+"""The investigation's I/O: bring the WAL index up to date, follow the archive's newest
 timeline, and, to filter by relation, ask pg_waldump which transactions touched it.
 
 A relation is named in WAL block references by its storage (tablespace/database/relfilenode),
@@ -15,15 +15,9 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel
 
-from adapters.waldump import ArchiveListing, IndexResult, WalIndexer, list_archive
-from domain.commits import (
-    TimelineHistory,
-    WalEvent,
-    WalRecord,
-    choose_timeline,
-    on_timeline,
-    parse_records,
-)
+from adapters.wal_archive import ArchiveListing, list_archive
+from adapters.wal_index import IndexResult, WalIndex
+from adapters.waldump import PgWaldump
 from domain.errors import DrillError, ErrorCode
 from domain.investigation import (
     BurstRule,
@@ -36,6 +30,8 @@ from domain.investigation import (
     transactions_touching,
 )
 from domain.lsn import format_lsn
+from domain.timelines import TimelineHistory, choose_timeline, on_timeline
+from domain.wal_records import WalEvent, WalRecord, parse_records
 
 _CONNECT_TIMEOUT_S = 10
 # The tablespace a relation's blocks are in: its own, or (0) its database's default. Shared
@@ -96,32 +92,35 @@ class RelationCatalog:
         return RelFileLocator(tablespace=row[0], database=row[1], relfilenode=row[2])
 
 
-class WalRangeReader(WalIndexer):
-    """The commit index, plus any records over a WAL range, read from the archive."""
+class WalRangeReader:
+    """Any records over a WAL range, read from the archive."""
+
+    def __init__(self, waldump: PgWaldump) -> None:
+        self._waldump = waldump
 
     def records(self, listing: ArchiveListing, history: TimelineHistory, start: int, end: int,
                 *filters: str) -> list[WalRecord]:
         """Records starting in [start, end) along the timeline path, kept by pg_waldump's
         `filters`; the segment after each piece is read too, for a record crossing into it."""
+        segment_size = self._waldump.segment_size
         records = []
         for timeline, low, high in timeline_spans(history, start, end):
-            segnos = range(low // self._segment_size, (high - 1) // self._segment_size + 2)
-            with self._scratch() as scratch:
-                for segment in filter(None, (listing.find(timeline, n) for n in segnos)):
-                    self._materialize(segment, scratch)
-                output = self._waldump(scratch, timeline, f"--start={format_lsn(low)}",
-                                       f"--end={format_lsn(high)}", *filters)
+            segnos = range(low // segment_size, (high - 1) // segment_size + 2)
+            segments = filter(None, (listing.find(timeline, n) for n in segnos))
+            output = self._waldump.dump(timeline, segments, f"--start={format_lsn(low)}",
+                                        f"--end={format_lsn(high)}", *filters)
             if output.returncode != 0:
                 raise DrillError(ErrorCode.WAL_CORRUPT,
                                  f"pg_waldump cannot read timeline {timeline} from "
                                  f"{format_lsn(low)} to {format_lsn(high)}: "
                                  f"{output.stderr.strip()}")
-            records += parse_records(output.stdout, self._segment_size)
+            records += parse_records(output.stdout, segment_size)
         return records
 
 
 class Investigator:
-    def __init__(self, reader: WalRangeReader, catalog: RelationCatalog) -> None:
+    def __init__(self, index: WalIndex, reader: WalRangeReader, catalog: RelationCatalog) -> None:
+        self._index = index
         self._reader = reader
         self._catalog = catalog
 
@@ -129,10 +128,10 @@ class Investigator:
         # The relation is looked up first: a wrong name or DSN is refused before indexing.
         locator = self._locator(request) if request.relation else None
         archive = Path(request.archive)
-        indexed = self._reader.index(archive)
+        indexed = self._index.index(archive)
         listing = list_archive(archive)
         history = _newest_path(listing)
-        events = on_timeline(self._reader.events(archive), history)
+        events = on_timeline(self._index.events(archive), history)
         around = request.around or exclude_xid(events, request.exclude_xid).commit.commit_time
         window = timedelta(seconds=request.window_seconds)
         relation, xids = None, None

@@ -1,7 +1,8 @@
 """Running PostgreSQL's own binaries, as an unprivileged OS user when we are root.
 
 PostgreSQL refuses to run as root, and our machines run as root: every server binary is run
-as `os_user` (default `postgres`), and every directory it writes is owned by that user.
+as `os_user` (default `postgres`, see adapters.os_user), and every directory it writes is
+owned by that user.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.os_user import as_server_user
+
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def host_environment() -> dict[str, str]:
-    """The environment for PostgreSQL and pgBackRest processes, without the host's
-    PGBACKREST_* settings: a sandbox's archive-get must read only the repository it was told."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PGBACKREST_")}
 
 
 @dataclass(frozen=True)
@@ -46,11 +43,6 @@ class PostgresRuntime:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL binary as the server's OS user and capture its output."""
-        kwargs: dict = {"env": {**host_environment(), **(env or {})}}
-        if self.as_root:
-            entry = pwd.getpwnam(self.os_user)
-            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-            kwargs["env"].update(HOME=entry.pw_dir, USER=self.os_user)
         return subprocess.run(
             [self.tool(tool), *args],
             check=check,
@@ -58,7 +50,7 @@ class PostgresRuntime:
             text=True,
             timeout=timeout,
             cwd="/",
-            **kwargs,
+            **as_server_user(self.os_user, env),
         )
 
     def make_private_dir(self, path: Path, mode: int = 0o700) -> Path:

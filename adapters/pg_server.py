@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from adapters.pg_runtime import PostgresRuntime
+from adapters.processes import is_alive
 
 
 def free_port() -> int:
@@ -47,10 +48,9 @@ class PostgresServer:
         """The postmaster's pid if it is alive (a zombie or a stale pid file counts as dead)."""
         try:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             return None
-        return None if state in ("Z", "X") else pid
+        return pid if is_alive(pid) else None
 
     def conninfo(self, dbname: str = "postgres", user: str = "postgres") -> str:
         return psycopg.conninfo.make_conninfo(

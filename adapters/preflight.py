@@ -10,25 +10,28 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from adapters.commit_store import CommitStore
 from adapters.sources import BackupSources
-from adapters.waldump import IndexProgress, IndexResult, WalIndexer, list_archive
+from adapters.throughput_history import ThroughputHistory
+from adapters.wal_archive import list_archive
+from adapters.wal_index import IndexResult, WalIndex
 from domain.catalog import BaseBackup
-from domain.commits import Prediction, choose_timeline, on_timeline
 from domain.continuity import WalBreak, diverged, first_break, require_timeline
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
 from domain.plan import (
     DrillPlan,
     PlanOptions,
+    RestorableWindow,
     check_budget,
     estimate_seconds,
     plan_with_fallback,
     restorable_window,
 )
+from domain.prediction import Prediction
 from domain.report import Metrics
 from domain.spec import BackupSource, DrillSpec
 from domain.targets import ResolvedTarget
+from domain.timelines import choose_timeline, on_timeline
 
 # Until this machine has measured a drill: deliberately modest rates, so budgets err safe.
 DEFAULT_RESTORE_MB_PER_S = 50.0
@@ -57,12 +60,20 @@ class PlanResult(BaseModel):
     seconds: float
 
 
+class WindowResult(BaseModel):
+    """The restorable window alone (what a synthetic target picks its instant from)."""
+
+    window: RestorableWindow
+    index: IndexResult
+    seconds: float
+
+
 class IndexedArchive:
     """The domain's ArchiveView over one indexed archive directory."""
 
-    def __init__(self, indexer: WalIndexer, archive: Path, indexed: IndexResult, timeline: str,
+    def __init__(self, index: WalIndex, archive: Path, indexed: IndexResult, timeline: str,
                  verify: Callable[[BaseBackup], DrillError | None]) -> None:
-        self._indexer, self._archive, self.verify = indexer, archive, verify
+        self._index, self._archive, self.verify = index, archive, verify
         self._listing = list_archive(archive)
         self._timeline = timeline
         # A .partial segment is never fetched by restore_command under its plain name.
@@ -82,10 +93,10 @@ class IndexedArchive:
                 before: WalBreak | None) -> Prediction:
         until = None if before is None else parse_lsn(before.lsn)
         try:
-            return self._indexer.predict(self._archive, target, backup, until)
+            return self._index.predict(self._archive, target, backup, until)
         except DrillError as error:
             if error.code in (ErrorCode.UNKNOWN_XID, ErrorCode.UNKNOWN_RESTORE_POINT):
-                elsewhere = diverged(self._indexer.events(self._archive),
+                elsewhere = diverged(self._index.events(self._archive),
                                      self._history(backup), target)
                 raise elsewhere or error from None
             raise
@@ -105,30 +116,47 @@ class IndexedArchive:
     def commits_between(self, backup: BaseBackup, after_lsn: str,
                         through_lsn: str | None) -> int:
         after, through = parse_lsn(after_lsn), through_lsn and parse_lsn(through_lsn)
-        events = on_timeline(self._indexer.events(self._archive), self._history(backup))
+        events = on_timeline(self._index.events(self._archive), self._history(backup))
         return sum(1 for e in events if e.is_commit and e.start > after
                    and (through is None or e.start <= through))
 
 
 class Preflight:
-    def __init__(self, sources: BackupSources, indexer: WalIndexer, store: CommitStore) -> None:
+    def __init__(self, sources: BackupSources, index: WalIndex,
+                 throughput: ThroughputHistory) -> None:
         self._sources = sources
-        self._indexer = indexer
-        self._store = store
+        self._index = index
+        self._throughput = throughput
 
     def plan(self, request: PlanRequest, on_progress=lambda _: None) -> PlanResult:
         started = time.perf_counter()
         source, adapter = request.source, self._sources.adapter(request.source)
         archive_dir = adapter.wal_directory(source)
         backups = adapter.backups(source)
-        indexed = self._indexer.index(archive_dir, on_progress)
-        archive = IndexedArchive(self._indexer, archive_dir, indexed, request.target.timeline,
+        indexed = self._index.index(archive_dir, on_progress)
+        archive = IndexedArchive(self._index, archive_dir, indexed, request.target.timeline,
                                  lambda backup: adapter.verify(source, backup))
         require_timeline(request.target.timeline, archive.histories(), archive.present)
         plan = plan_with_fallback(backups, request.target, archive, request.options)
         plan.window = restorable_window(backups, archive)
-        rates = self._store.recent_throughput() or (
+        rates = self._throughput.recent() or (
             DEFAULT_RESTORE_MB_PER_S, DEFAULT_REPLAY_MB_PER_S)
         plan.estimate_seconds = estimate_seconds(plan, *rates)
         check_budget(plan, request.budget_seconds)
         return PlanResult(plan=plan, index=indexed, seconds=time.perf_counter() - started)
+
+    def window(self, request: PlanRequest, on_progress=lambda _: None) -> WindowResult:
+        """The restorable window on the request's timeline: no target, no backup verified,
+        no budget; the WAL index is brought up to date as for a plan."""
+        started = time.perf_counter()
+        source, adapter = request.source, self._sources.adapter(request.source)
+        archive_dir = adapter.wal_directory(source)
+        backups = adapter.backups(source)
+        if not backups:
+            raise DrillError(ErrorCode.NO_BASE_BACKUP, "the backup source holds no base backup")
+        indexed = self._index.index(archive_dir, on_progress)
+        archive = IndexedArchive(self._index, archive_dir, indexed, request.target.timeline,
+                                 lambda backup: adapter.verify(source, backup))
+        require_timeline(request.target.timeline, archive.histories(), archive.present)
+        return WindowResult(window=restorable_window(backups, archive), index=indexed,
+                            seconds=time.perf_counter() - started)

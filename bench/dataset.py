@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.catalog import FilesystemCatalog
+from adapters.filesystem_backups import FilesystemBackups
 from bench.profile import Profile
 from domain.lsn import format_lsn, parse_lsn, segment_name, segment_number
 from lab.lab import Lab
@@ -72,7 +72,7 @@ class RecoverySet:
 
 def _described(lab: Lab, name: str, database: str, targets: list[RecoveryTarget],
                tar_backup: Path | None = None) -> RecoverySet:
-    backup = FilesystemCatalog.read(lab.base_backups, lab.wal_archive)[0]
+    backup = FilesystemBackups.read(lab.base_backups, lab.wal_archive)[0]
     return RecoverySet(
         name=name, database=database, base_backups=lab.base_backups, backup=Path(backup.path),
         backup_bytes=backup.size_bytes, wal_archive=lab.wal_archive, start_lsn=backup.start_lsn,
@@ -124,7 +124,7 @@ def build_large(lab: Lab, profile: Profile) -> RecoverySet:
     # redo point must come after the tar copy's, not count its switch as WAL to replay.
     tar_backup = _tar_backup(lab)
     lab.base_backup(LEDGER)
-    start_lsn = parse_lsn(FilesystemCatalog.read(lab.base_backups, lab.wal_archive)[0].start_lsn)
+    start_lsn = parse_lsn(FilesystemBackups.read(lab.base_backups, lab.wal_archive)[0].start_lsn)
     targets = _update_until(lab, profile, start_lsn)
     lab.archive_all(_ARCHIVE_TIMEOUT_S)
     lab.primary.stop()

@@ -19,13 +19,15 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from adapters.commit_store import CommitStore, SegmentKey
 from adapters.pg_runtime import PostgresRuntime
-from adapters.waldump import WalIndexer, list_archive
+from adapters.wal_archive import list_archive
+from adapters.wal_index import WalIndex
+from adapters.wal_index_store import SegmentKey, WalIndexStore
+from adapters.waldump import PgWaldump
 from domain.catalog import BaseBackup
-from domain.commits import WalEvent
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, segment_name
 from domain.targets import ResolvedTarget
+from domain.wal_records import WalEvent
 
 SEGMENTS = int(os.environ.get("BENCH_INDEX_SEGMENTS", "10000"))
 COMMITS_PER_SEGMENT = 10
@@ -42,10 +44,10 @@ def _events(segno: int, name: str) -> list[WalEvent]:
             for i in range(COMMITS_PER_SEGMENT)]
 
 
-def build(root: Path) -> tuple[Path, CommitStore]:
+def build(root: Path) -> tuple[Path, WalIndexStore]:
     archive = root / "archive"
     archive.mkdir()
-    store = CommitStore(root / "index.sqlite")
+    store = WalIndexStore(root / "index.sqlite")
     keys = []
     for segno in range(1, SEGMENTS + 1):
         name = segment_name(1, segno)
@@ -76,7 +78,7 @@ def main() -> int:
         built = time.perf_counter()
         archive, store = build(root)
         build_s = time.perf_counter() - built
-        indexer = WalIndexer(PostgresRuntime.from_env(), store)
+        indexer = WalIndex(PgWaldump(PostgresRuntime.from_env()), store)
         backup = BaseBackup(id="b", path="/nonexistent", timeline=1, start_lsn="0/1000028",
                             stop_lsn="0/1000100", start_time=T0, stop_time=T0, size_bytes=0,
                             has_manifest=False)

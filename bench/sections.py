@@ -18,7 +18,7 @@ from bench.machine import Noise
 from bench.profile import Profile
 from bench.stats import Goal, Row, Sample, medians_line, size
 from bench.trials import Run, Timing, concurrently, interleave, threaded
-from bench.wal_index import index_once, indexer_unavailable, link_segments, waldump_once
+from bench.wal_index import index_once, index_unavailable, link_segments, waldump_once
 
 WHOLE_DRILL = Goal("<= 1.05x bare", 1.05, "ratio")
 RESTORE = Goal(">= 1.0x cp -a speed", 1.0, "ratio")
@@ -126,10 +126,10 @@ async def replay_restore_command(bench: Bench) -> list[Row]:
 
 async def wal_index(bench: Bench) -> list[Row]:
     """pg_waldump filtered as the indexer filters, pg_waldump printing everything, and the
-    WalIndexer with an empty store, in rotation, over the same segments."""
+    WalIndex with an empty store, in rotation, over the same segments."""
     segments = link_segments(bench.large, bench.scratch / "segments", bench.runtime)
     mib = sum(s.stat().st_size for s in segments) / (1 << 20)
-    unavailable = indexer_unavailable()
+    unavailable = index_unavailable()
     runs = [threaded(waldump_once, bench.runtime, segments),
             threaded(waldump_once, bench.runtime, segments, rmgrs=())]
     if not unavailable:
@@ -137,7 +137,7 @@ async def wal_index(bench: Bench) -> list[Row]:
     filtered, every, *indexed = await bench.interleave(runs, segments)
     indexer = Sample.of(indexed[0]) if indexed else None
     speeds = {"pg_waldump (indexer's rmgrs)": Sample.of(filtered),
-              "pg_waldump (every record)": Sample.of(every), "WalIndexer": indexer}
+              "pg_waldump (every record)": Sample.of(every), "WalIndex": indexer}
     found = f", {indexed[0][0].parts['events']:.0f} events indexed" if indexed else ""
     detail = (f"{len(segments)} segments, {mib:.0f} MiB{found}; MiB/s: "
               + ", ".join(f"{name} {mib / sample.median:.0f}"

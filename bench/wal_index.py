@@ -1,4 +1,4 @@
-"""WAL index throughput: pitrdrill's WalIndexer against one plain pg_waldump process.
+"""WAL index throughput: pitrdrill's WalIndex against one plain pg_waldump process.
 
 Both read the same directory: hard links to every archived segment from the base backup's
 redo point to the end of the archive (what recovery may read). The baseline that the target
@@ -43,13 +43,14 @@ def link_segments(data: RecoverySet, directory: Path, runtime: PostgresRuntime) 
     return [directory / name for name in names]
 
 
-def indexer_unavailable() -> str | None:
-    """Why the WalIndexer cannot be measured in this tree, or None when it can."""
+def index_unavailable() -> str | None:
+    """Why the WalIndex cannot be measured in this tree, or None when it can."""
     try:
-        importlib.import_module("adapters.commit_store").CommitStore
-        importlib.import_module("adapters.waldump").WalIndexer
+        importlib.import_module("adapters.wal_index_store").WalIndexStore
+        importlib.import_module("adapters.waldump").PgWaldump
+        importlib.import_module("adapters.wal_index").WalIndex
     except (ImportError, AttributeError) as exc:
-        return f"not yet available: adapters.waldump.WalIndexer does not import ({exc})"
+        return f"not yet available: adapters.wal_index.WalIndex does not import ({exc})"
     return None
 
 
@@ -71,12 +72,13 @@ def waldump_once(runtime: PostgresRuntime, segments: list[Path],
 
 
 def index_once(runtime: PostgresRuntime, segments: list[Path], scratch: Path) -> Timing:
-    from adapters.commit_store import CommitStore
-    from adapters.waldump import WalIndexer
+    from adapters.wal_index import WalIndex
+    from adapters.wal_index_store import WalIndexStore
+    from adapters.waldump import PgWaldump
 
-    store = CommitStore(scratch / f"index-{uuid.uuid4().hex[:8]}.sqlite")
+    store = WalIndexStore(scratch / f"index-{uuid.uuid4().hex[:8]}.sqlite")
     began = time.perf_counter()
-    result = WalIndexer(runtime, store, scratch_root=scratch).index(segments[0].parent)
+    result = WalIndex(PgWaldump(runtime, scratch_root=scratch), store).index(segments[0].parent)
     seconds = time.perf_counter() - began
     if result.segments_indexed != len(segments):
         raise RuntimeError(f"indexed {result.segments_indexed} of {len(segments)} segments")

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from domain.commits import TimelineHistory, WalEvent, on_timeline
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, parse_lsn, segment_name
 from domain.targets import ResolvedTarget
+from domain.timelines import TimelineHistory, on_timeline
+from domain.wal_records import WalEvent
 
 SegmentId = tuple[int, int]  # (timeline, segment number)
 

@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     PREDICTION_MISMATCH = "PREDICTION_MISMATCH"
     CHECK_FAILED = "CHECK_FAILED"
     CHECK_ERROR = "CHECK_ERROR"
+    CHECK_UNSAFE = "CHECK_UNSAFE"
     TEMPORAL_UNAVAILABLE = "TEMPORAL_UNAVAILABLE"
     DRILL_CANCELLED = "DRILL_CANCELLED"
     SANDBOX_HOST_LOST = "SANDBOX_HOST_LOST"
@@ -62,6 +63,15 @@ class ErrorCode(StrEnum):
     PATH_UNREACHABLE = "PATH_UNREACHABLE"
     DESTINATION_NOT_EMPTY = "DESTINATION_NOT_EMPTY"
     PROMOTION_FAILED = "PROMOTION_FAILED"
+    BISECT_BAD_AT_GOOD_BOUND = "BISECT_BAD_AT_GOOD_BOUND"
+    BISECT_GOOD_AT_BAD_BOUND = "BISECT_GOOD_AT_BAD_BOUND"
+    BISECT_NO_CANDIDATES = "BISECT_NO_CANDIDATES"
+    BISECT_PREDICATE_FAILED = "BISECT_PREDICATE_FAILED"
+    BISECT_NOT_MONOTONIC = "BISECT_NOT_MONOTONIC"
+    SYNTHETIC_TARGET_OUTSIDE_WINDOW = "SYNTHETIC_TARGET_OUTSIDE_WINDOW"
+    SYNTHETIC_WINDOW_EMPTY = "SYNTHETIC_WINDOW_EMPTY"
+    SCHEDULE_NOT_FOUND = "SCHEDULE_NOT_FOUND"
+    SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,14 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "A smoke check's SQL raised an error in the recovered database.",
         "Fix the check's SQL; it runs read-only against the recovered data.",
     ),
+    ErrorCode.CHECK_UNSAFE: ErrorInfo(
+        "input",
+        "A check's SQL names something a check may not do: a server-side file or program "
+        "function, COPY, a role or setting change, transaction control, SQL run from a string "
+        "(DO, query_to_xml, ts_stat), or more than one statement.",
+        "Make the check named one read-only query without the construct named; checks run as "
+        "pg_read_all_data, with no file or program access.",
+    ),
     ErrorCode.TEMPORAL_UNAVAILABLE: ErrorInfo(
         "runtime",
         "The Temporal server could not be reached.",
@@ -315,6 +333,66 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "(e.g. a clone in /root, mode 0700).",
         "Follow the message: move the directory, point PITRDRILL_WORK_ROOT elsewhere, or "
         "grant the server user search (x) permission on the directory named.",
+    ),
+    ErrorCode.BISECT_BAD_AT_GOOD_BOUND: ErrorInfo(
+        "input",
+        "Bisect: the --bad-when predicate is already true at the good bound, so no "
+        "transaction between the bounds can be the first bad one (both observations are in "
+        "the message).",
+        "Give an earlier --good-at (an older backup is chosen when needed), or fix the "
+        "predicate: it must be true only when the damage is present.",
+    ),
+    ErrorCode.BISECT_GOOD_AT_BAD_BOUND: ErrorInfo(
+        "input",
+        "Bisect: the --bad-when predicate is still false at the bad bound, so no transaction "
+        "between the bounds makes it true (both observations are in the message).",
+        "Give a later --bad-at (default: the end of the archive), or try the predicate on the "
+        "damaged database first.",
+    ),
+    ErrorCode.BISECT_NO_CANDIDATES: ErrorInfo(
+        "input",
+        "Bisect: no committed transaction lies between the good and the bad bound (with "
+        "--relation: none that touched the relation). Aborted transactions never count.",
+        "Move the bounds apart, or drop --relation.",
+    ),
+    ErrorCode.BISECT_PREDICATE_FAILED: ErrorInfo(
+        "runtime",
+        "Bisect: the --bad-when query raised an error in the sandbox, or returned something "
+        "other than one boolean.",
+        "Make it one read-only query returning true when the damage is present, e.g. "
+        "select count(*) > 0 from orders where status = 'void'.",
+    ),
+    ErrorCode.BISECT_NOT_MONOTONIC: ErrorInfo(
+        "runtime",
+        "Bisect: two observations contradict each other (a state judged damaged lies at or "
+        "before one judged clean): the damage comes and goes, or the predicate depends on "
+        "more than the data, so there is no single first bad transaction.",
+        "Read the probes named in the message; narrow the bounds around one transition, or "
+        "make the predicate true once the damage is done, whatever follows.",
+    ),
+    ErrorCode.SYNTHETIC_TARGET_OUTSIDE_WINDOW: ErrorInfo(
+        "input",
+        "A synthetic `ago:<duration>` target falls outside the restorable window (before the "
+        "oldest backup is consistent, or after the newest commit).",
+        "Use a shorter or longer duration inside the window the message gives (`pitrdrill "
+        "plan` shows it), or `random-in-window` / `latest`.",
+    ),
+    ErrorCode.SYNTHETIC_WINDOW_EMPTY: ErrorInfo(
+        "input",
+        "A synthetic target needs a restorable window with time bounds, and this source has "
+        "none (no commit after the oldest backup, or no backup end time).",
+        "Check that the archive holds WAL with commits after the oldest backup (`pitrdrill "
+        "plan`), or name a fixed target instead of a synthetic one.",
+    ),
+    ErrorCode.SCHEDULE_NOT_FOUND: ErrorInfo(
+        "input",
+        "No drill schedule of that name exists on this Temporal server.",
+        "List the schedules with `pitrdrill schedule list`.",
+    ),
+    ErrorCode.SCHEDULE_EXISTS: ErrorInfo(
+        "input",
+        "A schedule of that name already exists; nothing was changed.",
+        "Pick another name, or `pitrdrill schedule delete NAME` first to replace it.",
     ),
 }
 

@@ -22,10 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from domain.commits import CommitRef, TimelineHistory, WalEvent, WalRecord
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
+from domain.prediction import CommitRef
 from domain.targets import format_utc
+from domain.timelines import TimelineHistory
+from domain.wal_records import WalEvent, WalRecord
 
 LARGEST_GAPS = 5
 # Commit timestamps have microsecond resolution; a burst's pace is never taken below this, so

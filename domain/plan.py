@@ -14,10 +14,10 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 from domain.catalog import BaseBackup, candidate_backups
-from domain.commits import CommitRef, Prediction
 from domain.continuity import WalBreak
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
+from domain.prediction import CommitRef, Prediction
 from domain.targets import ResolvedTarget
 
 # Errors that say "this backup is too new for the target": an older one may still reach it.

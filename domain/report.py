@@ -11,6 +11,7 @@ from domain.catalog import BaseBackup
 from domain.errors import DrillError
 from domain.escalation import EscalationRecord
 from domain.plan import DrillPlan
+from domain.synthetic import SyntheticTarget
 from domain.targets import ResolvedTarget
 
 DrillStatus = Literal["verified", "failed", "rejected"]
@@ -79,6 +80,8 @@ class DrillReport(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     workflow_run_id: str | None = None
+    # Set when the spec asked for a synthetic target: the window, seed and instant chosen.
+    synthetic: SyntheticTarget | None = None
 
 
 def mb_per_s(size_bytes: int, seconds: float) -> float | None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domain import synthetic
 from domain.targets import TargetSpec
 
 
@@ -43,6 +44,15 @@ class Check(BaseModel):
     name: str
     sql: str
     expect: Any = None
+
+    @model_validator(mode="after")
+    def _safe(self) -> Check:
+        """CHECK_UNSAFE (a DrillError, not a pydantic error: its code is the API) for SQL
+        reaching server files or programs or switching role, refused before anything exists."""
+        from domain.checks import refuse_unsafe_check  # domain.checks -> report -> spec
+
+        refuse_unsafe_check(self.name, self.sql)
+        return self
 
 
 FallbackStep = Literal["earlier_backup", "last_consistent_before_gap", "escalate"]
@@ -87,6 +97,15 @@ class DrillSpec(BaseModel):
     budget: Budget | None = None
     verify_backup: bool = True
     sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
+    # random-in-window | latest | ago:<duration>: each run picks its own time target in the
+    # restorable window (domain/synthetic.py), replacing the target's mode; its action and
+    # timeline stay. Meant for scheduled drills: every night proves another point.
+    synthetic_target: str | None = None
+
+    @field_validator("synthetic_target")
+    @classmethod
+    def _synthetic_form(cls, value: str | None) -> str | None:
+        return None if value is None else synthetic.normalize(value)
 
     def automatic_fallback(self) -> list[str]:
         """The steps planning takes by itself; escalate is the workflow's (it waits)."""

@@ -15,6 +15,7 @@ import psycopg
 
 from adapters.pg_runtime import PostgresRuntime, remove_tree
 from adapters.pg_server import PostgresServer, free_port
+from adapters.reachability import ensure_reachable
 from domain.lsn import parse_lsn
 
 
@@ -55,6 +56,8 @@ class Lab:
         self.destroy()
 
     def start(self) -> None:
+        # Before anything exists: initdb, run as the server user, must reach the root.
+        ensure_reachable(self.root, self.runtime.os_user)
         remove_tree(self.root)
         self.runtime.make_private_dir(self.root, 0o755)
         for path in (self.wal_archive, self.base_backups, self.primary.socket_dir):

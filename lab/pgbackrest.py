@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adapters.pg_runtime import PostgresRuntime
 from adapters.pg_server import PostgresServer
-from adapters.pgbackrest import PgBackRestRunner, repository_options, server_command
+from adapters.pgbackrest_cli import PgBackRestRunner, repository_options, server_command
 from domain.spec import PgBackRestSource
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload

@@ -16,9 +16,9 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from domain.commits import TimelineHistory, parse_history
 from domain.sandbox import restore_command
 from domain.targets import ResolvedTarget, recovery_settings
+from domain.timelines import TimelineHistory, parse_history
 from lab.lab import Lab
 
 # The primary's own settings as pg_ctl gave them; the promoted server runs with the same ones

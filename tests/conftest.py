@@ -6,7 +6,6 @@ LSNs and commit times at any target.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.pg_runtime import PostgresRuntime
+from adapters.processes import ProcessState, command_line, live_processes
 from adapters.sources import BackupSources
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload
@@ -90,15 +90,10 @@ def sandbox_root(work_root: Path) -> Path:
     return work_root / "sandboxes"
 
 
-def postgres_processes_under(path: Path) -> list[str]:
+def postgres_processes_under(path: Path) -> list[int]:
     """Live postmasters whose data directory lies under `path` (zombies excluded)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and b"-D" in cmdline and str(path).encode() in b" ".join(cmdline):
-            found.append(pid)
-    return found
+    def under_path(process: ProcessState) -> bool:
+        cmdline = command_line(process.pid)
+        return b"-D" in cmdline and str(path).encode() in b" ".join(cmdline)
+
+    return live_processes(under_path)

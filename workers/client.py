@@ -1,7 +1,11 @@
-"""The one client factory: every connection uses the pydantic data converter and tracing."""
+"""The one client factory: every connection uses the pydantic data converter, tracing, and the
+one SDK runtime, whose core (Rust) logs are forwarded to Python logging: every line pitrdrill
+writes on stderr stays JSON (workers.telemetry), also while the server is unreachable."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import shutil
 import socket
@@ -12,12 +16,53 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from workflows import search_attributes
 
 DEFAULT_ADDRESS = "localhost:7233"
 UI_PORT = 8233
+CORE_LOGGER = "temporalio.core"
+
+
+class _CoreRecordFields(logging.Filter):
+    """A forwarded core record carries the core's log entry object (`temporal_log`), which
+    JSON cannot render: keep its target and fields as plain values instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        entry = record.__dict__.pop("temporal_log", None)
+        if entry is not None:
+            record.core_target = entry.target
+            try:
+                fields = entry.fields
+            except Exception:  # the SDK swallows this too: keep the message
+                fields = {}
+            record.core_fields = {
+                k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+                for k, v in fields.items()}
+        return True
+
+
+@functools.cache
+def sdk_runtime() -> Runtime:
+    """The SDK runtime every client and embedded server here uses (one per process). Core
+    warnings, such as a poll retried while the server is down, go to the `temporalio.core`
+    Python logger instead of the core's own ANSI-coloured console lines."""
+    logger = logging.getLogger(CORE_LOGGER)
+    logger.addFilter(_CoreRecordFields())
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logger, append_target_to_name=False,
+                                       prepend_target_on_message=False,
+                                       append_log_fields_to_message=False),
+    )))
 
 
 def temporal_cli() -> str:
@@ -35,6 +80,7 @@ async def connect(address: str | None = None, namespace: str = "default") -> Cli
         namespace=os.environ.get("TEMPORAL_NAMESPACE", namespace),
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
+        runtime=sdk_runtime(),
     )
 
 
@@ -67,6 +113,7 @@ async def _start_local(ui: bool) -> WorkflowEnvironment:
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
         dev_server_existing_path=temporal_cli(),
+        runtime=sdk_runtime(),
         ui=ui,
         ui_port=UI_PORT if ui and _port_free(UI_PORT) else None,
         dev_server_log_level="error",

@@ -3,12 +3,17 @@
 A legitimate commit, then 115 ms later a runaway batch job of 47 transactions voids orders.
 The drill restores the base backup into a sandbox and replays to just before the first bad
 commit, then proves the damage is absent and the legitimate commit is kept.
+
+The lab, the sandboxes and the WAL index live under PITRDRILL_WORK_ROOT (default
+/var/tmp/pitrdrill/demo), where the PostgreSQL OS user can reach them even when the clone sits in
+a private home directory; the spec and the report are copied to var/demo/ in the clone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +21,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from adapters.pg_runtime import PostgresRuntime
+from adapters.reachability import ensure_reachable
+from domain.errors import DrillError
+from domain.report import ErrorEntry
 from domain.spec import DrillSpec
 from lab.lab import Lab
 from lab.workload import OrdersWorkload
@@ -25,7 +34,8 @@ from workers.cli.drill import run_drill
 from workers.client import start_embedded
 from workers.worker import WorkerSettings, running_workers
 
-ROOT = Path("var/demo").resolve()
+ROOT = Path("var/demo").resolve()  # the spec and report copies: written by us, in the clone
+DEFAULT_WORK_ROOT = "/var/tmp/pitrdrill/demo"
 ZONE = ZoneInfo("America/New_York")
 
 
@@ -56,8 +66,21 @@ def stage_incident(lab: Lab) -> dict:
     return {"legit": legit, "damage": damage, "rows_at_target": legit.rows}
 
 
-async def drill(spec: DrillSpec, sandboxes: Path):
-    settings = WorkerSettings.from_env(sandbox_root=sandboxes, index_path=ROOT / "wal-index.sqlite")
+def work_root() -> Path:
+    """Where the server user works: the lab, the sandboxes, the WAL index."""
+    return Path(os.environ.get("PITRDRILL_WORK_ROOT") or DEFAULT_WORK_ROOT).resolve()
+
+
+def check_reachable(work: Path, runtime: PostgresRuntime) -> None:
+    """Refuse, before initdb, a work root the server user cannot reach (PATH_UNREACHABLE)."""
+    for path in (work / "lab", work / "sandboxes", work / "wal-index.sqlite"):
+        ensure_reachable(path, runtime.os_user, setting="PITRDRILL_WORK_ROOT",
+                         example=DEFAULT_WORK_ROOT)
+
+
+async def drill(spec: DrillSpec, work: Path):
+    settings = WorkerSettings.from_env(sandbox_root=work / "sandboxes",
+                                       index_path=work / "wal-index.sqlite")
     async with await start_embedded(ui=True) as env:
         say("  Temporal dev server up: watch the workflow at http://localhost:8233")
         async with running_workers(env.client, settings):
@@ -67,9 +90,20 @@ async def drill(spec: DrillSpec, sandboxes: Path):
 
 def main() -> int:
     telemetry.configure(logging.WARNING)
+    try:
+        return demo()
+    except DrillError as error:  # a typed refusal with what to do, never a traceback
+        print(output.error_text(ErrorEntry.from_error(error)), file=sys.stderr, flush=True)
+        return 2 if error.kind == "input" else 1
+
+
+def demo() -> int:
+    work, runtime = work_root(), PostgresRuntime.from_env()
+    check_reachable(work, runtime)
     say("pitrdrill demo: an incident, and a proven point-in-time recovery\n")
-    say(f"1. Building a PostgreSQL 15 lab under {ROOT} (primary with WAL archiving)")
-    with Lab(ROOT / "lab") as lab:
+    say(f"1. Building a PostgreSQL 15 lab under {work / 'lab'} (primary with WAL archiving)")
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with Lab(work / "lab", runtime) as lab:
         incident = stage_incident(lab)
         legit, damage = incident["legit"], incident["damage"]
         say("\n2. The incident")
@@ -95,7 +129,7 @@ def main() -> int:
                                             sort_keys=False))
         say(f"\n3. Drill: recover to just before the first bad commit ({target}, exclusive)")
         say(f"  spec written to {spec_file}")
-        report = asyncio.run(drill(spec, ROOT / "sandboxes"))
+        report = asyncio.run(drill(spec, work))
         (ROOT / "report.json").write_text(report.model_dump_json(indent=2))
     say("\n4. Report (full JSON in var/demo/report.json)")
     say(output.summary(report))

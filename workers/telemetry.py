@@ -43,8 +43,8 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Spans are created by the Temporal tracing interceptor; exporters are configured by the
-    # standard OTEL_* environment variables where a collector exists.
+    # The Temporal tracing interceptor (workers/client.py) creates spans on this provider. No
+    # span processor or exporter is installed, so they are not sent anywhere yet.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
 

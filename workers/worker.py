@@ -26,19 +26,25 @@ from temporalio.worker import Worker
 from activities.checks import CheckActivities
 from activities.escalation import EscalationNotifier
 from activities.planning import PlanningActivities
+from activities.probe import ProbeActivities
 from activities.promotion import PromotionActivities
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
 from activities.targets import TargetActivities
-from adapters.catalog import FilesystemCatalog
-from adapters.commit_store import CommitStore
+from adapters.filesystem_backups import FilesystemBackups
 from adapters.pg_runtime import PostgresRuntime
-from adapters.pgbackrest import PgBackRest, PgBackRestCatalog, PgBackRestRunner
+from adapters.pgbackrest_cli import PgBackRest, PgBackRestRunner
+from adapters.pgbackrest_source import PgBackRestBackups
 from adapters.preflight import Preflight
+from adapters.reachability import ensure_reachable
 from adapters.sources import BackupSources
-from adapters.waldump import WalIndexer
+from adapters.throughput_history import ThroughputHistory
+from adapters.wal_index import WalIndex
+from adapters.wal_index_store import WalIndexStore
+from adapters.waldump import PgWaldump
 from workflows import search_attributes
+from workflows.bisect import BisectWorkflow
 from workflows.drill import DrillWorkflow
 from workflows.recovery import RecoveryWorkflow
 
@@ -74,33 +80,38 @@ class WorkerSettings:
 def build_sources(settings: WorkerSettings) -> BackupSources:
     runtime = settings.runtime
     pgbackrest = PgBackRest(PgBackRestRunner(os_user=runtime.os_user))
-    return BackupSources({"filesystem": FilesystemCatalog(runtime),
-                          "pgbackrest": PgBackRestCatalog(pgbackrest)})
+    return BackupSources({"filesystem": FilesystemBackups(runtime),
+                          "pgbackrest": PgBackRestBackups(pgbackrest)})
 
 
 def build_planner(settings: WorkerSettings, sources: BackupSources) -> Preflight:
-    store = CommitStore(settings.index_path)
-    return Preflight(sources, WalIndexer(settings.runtime, store), store)
+    index = WalIndex(PgWaldump(settings.runtime), WalIndexStore(settings.index_path))
+    return Preflight(sources, index, ThroughputHistory(settings.index_path))
 
 
 def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
     """The shared-queue worker and this host's sandbox worker."""
     runtime = settings.runtime
     sources = build_sources(settings)
+    ensure_reachable(settings.sandbox_root, runtime.os_user, setting="PITRDRILL_SANDBOX_ROOT")
     sandboxes = SandboxActivities(runtime, settings.sandbox_root, settings.host_queue)
     planning = PlanningActivities(build_planner(settings, sources),
-                                  CommitStore(settings.index_path))
+                                  ThroughputHistory(settings.index_path))
+    probes = ProbeActivities(runtime, sources, WalIndex(PgWaldump(runtime),
+                                                       WalIndexStore(settings.index_path)))
     executor = ThreadPoolExecutor(settings.max_concurrent_activities)
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DrillWorkflow, RecoveryWorkflow],
+        workflows=[DrillWorkflow, RecoveryWorkflow, BisectWorkflow],
         activities=[
             TargetActivities().resolve_target,
             planning.plan_drill,
+            planning.restorable_window,
             planning.record_throughput,
             sandboxes.provision,
             EscalationNotifier().notify,
+            probes.plan_bisection,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -116,6 +127,10 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
             # A recovery names the host that restores into its destination.
             sandboxes.provision,
             PromotionActivities(runtime, sources).promote,
+            probes.list_candidates,
+            probes.probe_before,
+            probes.keep_good_state,
+            probes.return_to_good_state,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,

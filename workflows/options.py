@@ -50,3 +50,19 @@ TEARDOWN_SANDBOX = dict(start_to_close_timeout=timedelta(minutes=5),
 def host_bound(options: dict, task_queue: str, host_wait_seconds: float) -> dict:
     return {**options, "task_queue": task_queue,
             "schedule_to_start_timeout": timedelta(seconds=host_wait_seconds)}
+
+
+# Bisect (activities/probe.py). Planning runs on the shared queue, the rest on the sandbox's
+# host (`host_bound`). A probe is a restart and a replay: it may take as long as a replay.
+PLAN_BISECTION = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=HEARTBEAT,
+                      retry_policy=IO)
+LIST_BISECT_CANDIDATES = dict(start_to_close_timeout=timedelta(hours=2),
+                              heartbeat_timeout=HEARTBEAT, retry_policy=IO,
+                              cancellation_type=WAIT_FOR_CANCEL)
+PROBE_BEFORE = dict(start_to_close_timeout=timedelta(hours=12), heartbeat_timeout=HEARTBEAT,
+                    retry_policy=IO, cancellation_type=WAIT_FOR_CANCEL)
+KEEP_GOOD_STATE = dict(start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=HEARTBEAT,
+                       retry_policy=IO, cancellation_type=WAIT_FOR_CANCEL)
+RETURN_TO_GOOD_STATE = dict(start_to_close_timeout=timedelta(hours=6),
+                            heartbeat_timeout=HEARTBEAT, retry_policy=IO,
+                            cancellation_type=WAIT_FOR_CANCEL)

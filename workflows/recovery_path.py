@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, \
     TimeoutType
 
@@ -40,9 +41,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.lsn import parse_lsn
     from domain.plan import verify_prediction
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
+    from domain import synthetic
     from domain.spec import DrillSpec
     from domain.stages import DrillProgress, Stage, StageTiming
-    from domain.targets import mode_label
+    from domain.targets import TargetSpec, mode_label, resolve_target
     from workflows import options
     from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
 
@@ -53,6 +55,8 @@ STAGE_CODE = {Stage.PROVISION: ErrorCode.SANDBOX_FAILED, Stage.RESTORE: ErrorCod
               Stage.PROMOTE: ErrorCode.PROMOTION_FAILED}
 # `validate_or_escalate` returns this when the recovery may go on.
 GO_ON = object()
+# Set by Temporal on every workflow a schedule starts: the seed of a synthetic target.
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
 
 class RecoveryPath:
@@ -113,6 +117,8 @@ class RecoveryPath:
     async def validate(self, spec: DrillSpec) -> None:
         report = self.report
         async with self.stage(Stage.RESOLVE):
+            if spec.synthetic_target and not self._human_chose_target():
+                spec = self.spec = await self._synthetic(spec)
             resolved = await workflow.execute_activity_method(
                 TargetActivities.resolve_target, ResolveTargetRequest(target=spec.target),
                 **options.RESOLVE_TARGET)
@@ -135,6 +141,34 @@ class RecoveryPath:
         self.progress.restore_bytes_total = planned.plan.backup.size_bytes
         self.progress.replay_start_lsn = planned.plan.backup.start_lsn
         self.progress.predicted_stop_lsn = planned.plan.predicted.replay_lsn
+
+    async def _synthetic(self, spec: DrillSpec) -> DrillSpec:
+        """The spec with its synthetic target replaced by the instant chosen in the restorable
+        window (an exclusive time target; action and timeline stay the spec's). The seed is the
+        run's scheduled time, so a replay, or a rerun of that night, picks the same instant."""
+        assert spec.synthetic_target is not None
+        # Pure: validates the timeline (TIMELINE_INVALID) the window is read along.
+        along = resolve_target(TargetSpec(latest=True, timeline=spec.target.timeline),
+                               workflow.now())
+        windowed = await workflow.execute_activity_method(
+            PlanningActivities.restorable_window, PlanRequest(source=spec.source, target=along),
+            **options.PLAN_DRILL)
+        chosen = self.report.synthetic = synthetic.choose(
+            windowed.window, spec.synthetic_target, scheduled_time())
+        workflow.logger.info("synthetic target", extra={
+            "mode": chosen.mode, "seed": chosen.seed.isoformat(),
+            "instant": chosen.instant.isoformat()})
+        workflow.upsert_search_attributes([PITR_TARGET_MODE.value_set("time")])
+        target = spec.target.model_copy(update={
+            "time": chosen.instant.isoformat(), "lsn": None, "xid": None, "name": None,
+            "immediate": False, "latest": False, "inclusive": False, "assume_timezone": None,
+            "fold": None})
+        return spec.model_copy(update={"target": target, "synthetic_target": None})
+
+    def _human_chose_target(self) -> bool:
+        """An escalated drill whose human named a target recovers to that one."""
+        escalation = self.report.escalation
+        return bool(escalation and escalation.decision and escalation.decision.target)
 
     async def validate_or_escalate(self, decision: Callable[[], Decision | None]):
         """GO_ON when the recovery may go on; else the refusal for `finish` (None: already in
@@ -303,6 +337,13 @@ class RecoveryPath:
         except ActivityError as exc:
             reraise_cancellation(exc)
             workflow.logger.warning("throughput not recorded", extra={"error": str(exc)})
+
+
+def scheduled_time() -> datetime:
+    """When a schedule meant this run to start (TemporalScheduledStartTime), else when it
+    started: the same for every replay of the run."""
+    info = workflow.info()
+    return info.typed_search_attributes.get(SCHEDULED_START) or info.workflow_start_time
 
 
 def since(began: datetime) -> float:

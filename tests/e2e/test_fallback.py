@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.catalog import FilesystemCatalog
+from adapters.filesystem_backups import FilesystemBackups
 from domain.escalation import Decision
 from domain.stages import Stage
 from domain.lsn import parse_lsn, segment_name, segment_number
@@ -52,7 +52,7 @@ def observed(report) -> list:
 
 
 def second_backup_segment(root: Path) -> Path:
-    second = next(b for b in FilesystemCatalog.read(root / "base", root / "wal") if b.id == "second")
+    second = next(b for b in FilesystemBackups.read(root / "base", root / "wal") if b.id == "second")
     return root / "wal" / segment_name(1, segment_number(parse_lsn(second.start_lsn)))
 
 

@@ -12,7 +12,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from adapters.catalog import FilesystemCatalog
+from adapters.filesystem_backups import FilesystemBackups
 from activities.models import ReplayRequest, RestoreRequest, Sandbox, SandboxRequest
 from adapters.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
@@ -39,7 +39,7 @@ def sandbox(sandboxes: SandboxActivities, sandbox_root: Path):
 
 
 def first_backup(scenario: Scenario):
-    backups = FilesystemCatalog.read(scenario.lab.base_backups, scenario.lab.wal_archive)
+    backups = FilesystemBackups.read(scenario.lab.base_backups, scenario.lab.wal_archive)
     return next(b for b in backups if b.id == "first")
 
 

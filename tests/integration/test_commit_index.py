@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from adapters.catalog import FilesystemCatalog
-from adapters.commit_store import CommitStore
+from adapters.filesystem_backups import FilesystemBackups
 from activities.models import ReplayRequest, RestoreRequest, SandboxRequest
 from adapters.pg_runtime import PostgresRuntime
 from activities.replay import ReplayActivities
@@ -28,10 +27,15 @@ from activities.sandbox import SandboxActivities
 from activities.models import PlanRequest
 from activities.planning import PlanningActivities
 from adapters.preflight import Preflight
-from adapters.waldump import WalIndexer, list_archive
+from adapters.throughput_history import ThroughputHistory
+from adapters.wal_archive import list_archive
+from adapters.wal_index import WalIndex
+from adapters.wal_index_store import WalIndexStore
+from adapters.waldump import PgWaldump
 from domain.spec import FilesystemSource
 from domain.catalog import BaseBackup
-from domain.commits import WalEvent, end_before
+from domain.wal_pages import end_before
+from domain.wal_records import WalEvent
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, format_lsn, parse_lsn
 from domain.targets import ResolvedTarget
@@ -54,12 +58,13 @@ def scratch(work_root: Path) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def indexer_for(runtime: PostgresRuntime, store_dir: Path) -> WalIndexer:
-    return WalIndexer(runtime, CommitStore(store_dir / "commits.sqlite"), scratch_root=store_dir)
+def indexer_for(runtime: PostgresRuntime, store_dir: Path) -> WalIndex:
+    return WalIndex(PgWaldump(runtime, scratch_root=store_dir),
+                    WalIndexStore(store_dir / "commits.sqlite"))
 
 
 @pytest.fixture(scope="module")
-def indexed(scenario, runtime, work_root) -> Iterator[tuple[WalIndexer, list[WalEvent]]]:
+def indexed(scenario, runtime, work_root) -> Iterator[tuple[WalIndex, list[WalEvent]]]:
     store_dir = traversable_dir(work_root)
     indexer = indexer_for(runtime, store_dir)
     archive = scenario.lab.wal_archive
@@ -71,7 +76,7 @@ def indexed(scenario, runtime, work_root) -> Iterator[tuple[WalIndexer, list[Wal
 
 @pytest.fixture(scope="module")
 def first(scenario) -> BaseBackup:
-    backups = FilesystemCatalog.read(scenario.lab.base_backups, scenario.lab.wal_archive)
+    backups = FilesystemBackups.read(scenario.lab.base_backups, scenario.lab.wal_archive)
     return next(b for b in backups if b.id == "first")
 
 
@@ -225,9 +230,10 @@ def test_segments_leaving_and_joining_the_archive(scenario, indexed, runtime, sc
 
 def test_the_plan_activity_heartbeats_indexes_and_predicts_from_the_right_backup(
         scenario, runtime, sources, scratch):
-    store = CommitStore(scratch / "commits.sqlite")
+    store = scratch / "commits.sqlite"
+    index = WalIndex(PgWaldump(runtime, scratch_root=scratch), WalIndexStore(store))
     planner = PlanningActivities(
-        Preflight(sources, WalIndexer(runtime, store, scratch_root=scratch), store), store)
+        Preflight(sources, index, ThroughputHistory(store)), ThroughputHistory(store))
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])

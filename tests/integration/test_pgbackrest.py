@@ -23,10 +23,11 @@ import pytest
 
 from adapters.pg_runtime import PostgresRuntime
 from adapters.pg_server import PostgresServer, free_port
-from adapters.pgbackrest import PgBackRest, PgBackRestBackup, PgBackRestRunner
+from adapters.pgbackrest_cli import PgBackRest, PgBackRestRunner
 from domain.catalog import candidate_backups, label_lsn, parse_label_fields, parse_label_time
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
+from domain.pgbackrest_info import PgBackRestBackup
 from domain.sandbox import isolation_settings
 from domain.targets import ResolvedTarget, recovery_settings
 from lab.pgbackrest import STANZA, Stanza, pgbackrest_command, pgbackrest_lab

@@ -27,16 +27,17 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from adapters.catalog import FilesystemCatalog
-from adapters.commit_store import CommitStore
+from adapters.filesystem_backups import FilesystemBackups
 from activities.models import ReplayRequest, RestoreRequest, SandboxRequest
 from adapters.pg_runtime import PostgresRuntime
 from activities.models import PlanRequest
 from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
-from adapters.waldump import WalIndexer
-from domain.commits import WalEvent
+from adapters.wal_index import WalIndex
+from adapters.wal_index_store import WalIndexStore
+from adapters.waldump import PgWaldump
+from domain.wal_records import WalEvent
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import DEFAULT_WAL_SEGMENT_SIZE, parse_lsn
 from domain.plan import DrillPlan, PlanOptions
@@ -114,7 +115,7 @@ class ForkLab:
 
 
 def indexed_commits(lab: Lab, runtime: PostgresRuntime, index: Path) -> dict[int, WalEvent]:
-    indexer = WalIndexer(runtime, CommitStore(index), scratch_root=index.parent)
+    indexer = WalIndex(PgWaldump(runtime, scratch_root=index.parent), WalIndexStore(index))
     indexer.index(lab.wal_archive)
     return {e.xid: e for e in indexer.events(lab.wal_archive) if e.is_commit}
 
@@ -477,7 +478,7 @@ def untouched(gap_lab: GapLab, scratch: Scratch) -> Preflight:
 def test_a_target_before_the_oldest_backup_is_refused(gap_lab, untouched):
     target = at_time(gap_lab.before_backup)
     error = untouched.refusal(target)
-    older = next(b for b in FilesystemCatalog.read(gap_lab.lab.base_backups,
+    older = next(b for b in FilesystemBackups.read(gap_lab.lab.base_backups,
                                                    gap_lab.lab.wal_archive) if b.id == "older")
     assert error.code == ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP
     assert error.message == (f"target ({target.describe()}) is before the end of the oldest "

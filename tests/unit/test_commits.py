@@ -1,4 +1,5 @@
-"""domain.commits: pg_waldump parsing on captured PostgreSQL 15 output, and the stop rules.
+"""pg_waldump parsing on captured PostgreSQL 15 output, and the stop rules (domain.wal_records,
+wal_pages, timelines, prediction).
 
 The fixtures are real `pg_waldump` output (TZ=UTC) from a lab primary whose workload had every
 transaction kind, a commit crossing from segment 4 into 5, and restore point names with a
@@ -14,24 +15,13 @@ from pathlib import Path
 import pytest
 
 from domain.catalog import BaseBackup
-from domain.commits import (
-    TimelineHistory,
-    WalEvent,
-    WalRecord,
-    choose_timeline,
-    continuation_end,
-    end_before,
-    on_timeline,
-    parse_history,
-    parse_pg_time,
-    parse_records,
-    parse_waldump,
-    predict_stop,
-    record_end,
-)
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import format_lsn, parse_lsn
+from domain.prediction import predict_stop
 from domain.targets import ResolvedTarget
+from domain.timelines import TimelineHistory, choose_timeline, on_timeline, parse_history
+from domain.wal_pages import continuation_end, end_before, record_end
+from domain.wal_records import WalEvent, WalRecord, parse_pg_time, parse_records, parse_waldump
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEG3, SEG4, SEG6, SEG7 = (f"00000001000000000000000{n}" for n in (3, 4, 6, 7))

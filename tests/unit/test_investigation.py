@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.commits import TimelineHistory, TimelineSwitch, WalEvent, WalRecord
+from domain.timelines import TimelineHistory, TimelineSwitch
+from domain.wal_records import WalEvent, WalRecord
 from domain.errors import DrillError, ErrorCode
 from domain.investigation import (
     BurstRule,

@@ -1,4 +1,4 @@
-from adapters.pg_runtime import host_environment
+from adapters.os_user import host_environment
 
 
 def test_host_pgbackrest_settings_never_reach_postgresql_or_pgbackrest(monkeypatch):

@@ -2,7 +2,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.commits import CommitRef, Prediction, TimelineHistory, TimelineSwitch, WalEvent
+from domain.prediction import CommitRef, Prediction
+from domain.timelines import TimelineHistory, TimelineSwitch
+from domain.wal_records import WalEvent
 from domain.continuity import WalBreak, diverged, first_break, require_timeline
 from domain.errors import DrillError, ErrorCode
 from domain.plan import (

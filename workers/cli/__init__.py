@@ -18,10 +18,10 @@ from temporalio.service import RPCError
 
 from domain.errors import DrillError, ErrorCode
 from workers import output, telemetry
-from workers.cli import drill, investigate, plan, recovery, server, target, worker
+from workers.cli import drill, investigate, plan, recovery, schedule, server, target, worker
 from workers.cli.common import Refusal, refusal
 
-GROUPS = (worker, server, drill, recovery, investigate, plan, target)
+GROUPS = (worker, server, drill, recovery, schedule, investigate, plan, target)
 
 
 def build_parser() -> argparse.ArgumentParser:

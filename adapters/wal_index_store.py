@@ -1,26 +1,22 @@
-"""The commit index: one SQLite file beside the catalog, never inside the WAL archive.
+"""The WAL index's store: the events pg_waldump found in each archived segment, kept in the
+local SQLite file (adapters.sqlite_file), never inside the WAL archive.
 
 Archived segments are immutable, so each is indexed once, keyed by timeline, file name, size
 and checksum; a later run indexes only files it has not seen. An archive's current set of
 segments is recorded per run, so a segment deleted from the archive (or one from another
-cluster sharing the store) never feeds a prediction. Safe across threads and processes: WAL
-journal mode, one connection per call, every write one transaction.
+cluster sharing the store) never feeds a prediction.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import statistics
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from domain.commits import WalEvent
+from adapters.sqlite_file import prepare, transaction
 from domain.lsn import format_lsn
+from domain.wal_records import WalEvent
 
-_BUSY_TIMEOUT_S = 30.0
 # The store is a cache of immutable facts: a different layout is rebuilt, never migrated.
 _SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -60,12 +56,6 @@ CREATE TABLE IF NOT EXISTS file_checksums (
     mtime_ns INTEGER NOT NULL,
     checksum TEXT NOT NULL
 );
--- What finished drills measured, for the next plans' duration estimates.
-CREATE TABLE IF NOT EXISTS drill_throughput (
-    recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    restore_mb_per_s REAL NOT NULL,
-    replay_mb_per_s REAL NOT NULL
-);
 """
 
 
@@ -80,12 +70,11 @@ class SegmentKey:
     mtime_ns: int = 0
 
 
-class CommitStore:
+class WalIndexStore:
     def __init__(self, path: Path) -> None:
         self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+        prepare(path)
+        with transaction(path) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
                 conn.executescript("DROP TABLE IF EXISTS archive_segments;"
                                    "DROP TABLE IF EXISTS file_checksums;"
@@ -93,19 +82,9 @@ class CommitStore:
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S)
-        try:
-            conn.execute("PRAGMA foreign_keys=ON")
-            with conn:  # one transaction: commit on success, roll back on error
-                yield conn
-        finally:
-            conn.close()
-
     def tails(self) -> dict[tuple[int, str, int, str], bool]:
         """tail_open of every indexed segment, by identity: one query for a whole archive."""
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             rows = conn.execute(
                 "SELECT timeline, file_name, size, checksum, tail_open FROM segments")
             return {(tl, name, size, checksum): bool(tail) for tl, name, size, checksum, tail
@@ -115,7 +94,7 @@ class CommitStore:
                        corrupt_at: int | None = None, problem: str | None = None) -> None:
         """Store a segment's events (those before `corrupt_at`, if it is damaged), replacing
         an earlier indexing of the same file."""
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             conn.execute(
                 "DELETE FROM segments"
                 " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
@@ -134,13 +113,13 @@ class CommitStore:
             )
 
     def known_checksums(self) -> dict[tuple[str, int, int], str]:
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             rows = conn.execute("SELECT path, size, mtime_ns, checksum FROM file_checksums")
             return {(path, size, mtime): checksum for path, size, mtime, checksum in rows}
 
     def set_archive_segments(self, archive: str, keys: list[SegmentKey]) -> None:
         """Record which indexed segments the archive holds now, and their checksums."""
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO file_checksums VALUES (?, ?, ?, ?)",
                 [(k.path, k.size, k.mtime_ns, k.checksum) for k in keys if k.path],
@@ -155,7 +134,7 @@ class CommitStore:
     def archive_corruption(self, archive: str) -> list[tuple[int, str, int, str]]:
         """(timeline, file name, first unreadable LSN, problem) of the archive's damaged
         segments."""
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             return conn.execute(
                 "SELECT s.timeline, s.file_name, s.corrupt_at, s.problem"
                 " FROM archive_segments a JOIN segments s ON s.id = a.segment_id"
@@ -165,7 +144,7 @@ class CommitStore:
 
     def archive_events(self, archive: str) -> list[WalEvent]:
         """Every event of the archive's current segments, in WAL order."""
-        with self._connect() as conn:
+        with transaction(self._path) as conn:
             rows = conn.execute(
                 "SELECT e.kind, e.timeline, e.start_lsn, e.end_lsn, e.xid, e.timestamp, e.name,"
                 "       s.file_name"
@@ -181,17 +160,3 @@ class CommitStore:
                      name=name, segment=file_name)
             for kind, timeline, start, end, xid, stamp, name, file_name in rows
         ]
-
-    def record_throughput(self, restore_mb_per_s: float, replay_mb_per_s: float) -> None:
-        with self._connect() as conn:
-            conn.execute("INSERT INTO drill_throughput (restore_mb_per_s, replay_mb_per_s) "
-                         "VALUES (?, ?)", (restore_mb_per_s, replay_mb_per_s))
-
-    def recent_throughput(self, drills: int = 10) -> tuple[float, float] | None:
-        """Median restore and replay MB/s of the last drills (None before the first)."""
-        with self._connect() as conn:
-            rows = conn.execute("SELECT restore_mb_per_s, replay_mb_per_s FROM drill_throughput "
-                                "ORDER BY rowid DESC LIMIT ?", (drills,)).fetchall()
-        if not rows:
-            return None
-        return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)

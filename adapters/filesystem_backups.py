@@ -1,20 +1,26 @@
-"""The filesystem backup catalog: pg_basebackup directories beside a WAL archive. Read-only."""
+"""Filesystem backups as a backup source: pg_basebackup directories beside a WAL archive.
+Read-only."""
 
 from __future__ import annotations
 
 import os
 import tarfile
-
-import structlog
 from pathlib import Path
 
-from adapters.base_copy import OnProgress, base_tar, copy_base_backup, extract_tar_backup, tar_member_text
-from domain.restore import RestoreProgress, RestoreResult
-from domain.sandbox import Sandbox
+import structlog
+
+from adapters.base_copy import (
+    OnProgress,
+    base_tar,
+    copy_base_backup,
+    extract_tar_backup,
+    tar_member_text,
+)
 from adapters.pg_runtime import PostgresRuntime
 from domain.catalog import BaseBackup, describe_backup, parse_label_fields
-from domain.sandbox import restore_command
 from domain.errors import DrillError, ErrorCode
+from domain.restore import RestoreProgress, RestoreResult
+from domain.sandbox import Sandbox, restore_command
 from domain.spec import FilesystemSource
 
 _log = structlog.get_logger("pitrdrill.catalog")
@@ -25,6 +31,7 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
 
 def _label(backup: Path) -> tuple[str, str]:
     """backup_label's text and the backup's format: beside the data, or inside base.tar."""
@@ -48,6 +55,7 @@ def _tree_size(path: Path) -> int:
         for name in files
     )
 
+
 def _history_files(wal_archive: Path) -> dict[str, str]:
     """Backup history files (*.backup) by their START WAL LOCATION line, as backup_label has it."""
     found = {}
@@ -57,7 +65,8 @@ def _history_files(wal_archive: Path) -> dict[str, str]:
             found[start] = text
     return found
 
-class FilesystemCatalog:
+
+class FilesystemBackups:
     """pg_basebackup directories and a WAL archive directory, read with PostgreSQL's own tools."""
 
     def __init__(self, runtime: PostgresRuntime, copy_parallelism: int = 4) -> None:

@@ -1,0 +1,514 @@
+"""Bisect probes: plan a bisection, list its candidate commits, and judge one recovered state
+after another in the same sandbox.
+
+A probe restarts the sandbox server paused at a new target and runs the predicate in it,
+read-only. PostgreSQL 15 reads recovery_target_* only at start, so every probe is a restart:
+
+- forward (a target after where the server stands): the paused server takes a restartpoint
+  (CHECKPOINT on a standby), stops immediately, and starts again with the new target; replay
+  goes on from that restartpoint, not from the base backup. (A fast shutdown of a paused
+  standby waits out the pause loop's one-second sleep; after the restartpoint an immediate one
+  loses nothing that replay does not redo.)
+- backward: the data directory is first made a copy of the last clean state again. That copy
+  (`<sandbox>/good`, removed with the sandbox) is taken after a clean probe: the first time a
+  full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime;
+  a WAL segment restored from the archive by name and size).
+
+The candidate commits are written into the sandbox by `list_bisect_candidates`, so the
+workflow's history carries positions and the few commits probed, never the whole list.
+Every probe checks that PostgreSQL stopped exactly where asked before judging the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import structlog
+from temporalio import activity
+
+from activities.boundary import activity_boundary
+from activities.checks import run_check
+from activities.heartbeat import Heartbeater
+from activities.models import (
+    BisectPlan,
+    BisectPlanRequest,
+    CandidatesRequest,
+    CandidatesResult,
+    GoodStateProgress,
+    GoodStateRequest,
+    GoodStateResult,
+    ProbeRequest,
+    ProbeResult,
+    ReplayProgress,
+    ReplayRequest,
+)
+from activities.replay import ReplayActivities
+from activities.sandbox import server_of
+from adapters.investigation import RelationCatalog, WalRangeReader
+from adapters.pg_runtime import PostgresRuntime, remove_tree
+from adapters.pg_server import PostgresServer
+from adapters.preflight import IndexedArchive
+from adapters.sources import BackupSources
+from adapters.wal_archive import list_archive
+from adapters.wal_index import IndexProgress, WalIndex
+from adapters.waldump import PgWaldump
+from domain.bisect import (
+    Bound,
+    CommitSeen,
+    RelationFilter,
+    commits_between,
+    predicate_verdict,
+    probe_target,
+    require_candidates,
+    stop_matches,
+)
+from domain.catalog import BaseBackup
+from domain.errors import DrillError, ErrorCode
+from domain.investigation import RelFileLocator, transactions_touching
+from domain.lsn import format_lsn, is_segment_name, parse_lsn
+from domain.plan import last_consistent_target, plan_recovery
+from domain.prediction import CommitRef
+from domain.sandbox import Sandbox, server_settings
+from domain.spec import Check
+from domain.targets import ResolvedTarget, render_settings
+from domain.timelines import choose_timeline, on_timeline
+from domain.wal_pages import end_before
+from domain.wal_records import WalEvent
+
+_log = structlog.get_logger("pitrdrill.probe")
+CANDIDATES_FILE = "bisect-candidates.json"
+GOOD_STATE_DIR = "good"
+_STOP_TIMEOUT_S = 30.0
+_HEAP_RMGRS = ("--rmgr=Heap", "--rmgr=Heap2")
+
+
+# --- the candidate list, kept in the sandbox -----------------------------------------------
+
+@dataclass(frozen=True)
+class _Commit:
+    xid: int
+    lsn: str
+    commit_time: datetime
+
+    def seen(self, zone: str | None) -> CommitSeen:
+        return CommitSeen.of(CommitRef(xid=self.xid, lsn=self.lsn, commit_time=self.commit_time),
+                             zone)
+
+
+@dataclass(frozen=True)
+class _CandidateList:
+    commits: list[_Commit]  # every commit between the bounds, WAL order
+    candidates: list[int]  # indexes into commits
+    good_last: _Commit | None  # the last commit the good bound keeps
+
+    @classmethod
+    def load(cls, path: Path) -> _CandidateList:
+        data = json.loads(path.read_text())
+
+        def commit(row) -> _Commit:
+            return _Commit(row[0], row[1], datetime.fromisoformat(row[2]))
+
+        commits = [commit(row) for row in data["commits"]]
+        return cls(commits=commits, candidates=data["candidates"],
+                   good_last=commit(data["good_last"]) if data["good_last"] else None)
+
+    def save(self, path: Path) -> None:
+        def row(c: _Commit) -> list:
+            return [c.xid, c.lsn, c.commit_time.isoformat()]
+
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"commits": [row(c) for c in self.commits],
+                                   "candidates": self.candidates,
+                                   "good_last": row(self.good_last) if self.good_last else None}))
+        tmp.replace(path)
+
+    def kept_before(self, index: int) -> _Commit | None:
+        return self.commits[index - 1] if index > 0 else self.good_last
+
+
+def _commit(event: WalEvent) -> _Commit:
+    assert event.timestamp is not None
+    return _Commit(event.xid, event.start_lsn, event.timestamp)
+
+
+# --- mirroring a stopped data directory --------------------------------------------------------
+
+@dataclass
+class _Mirrored:
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_removed: int = 0
+
+
+def _same(source: os.stat_result, target: os.stat_result, relative: str) -> bool:
+    if stat.S_IFMT(source.st_mode) != stat.S_IFMT(target.st_mode):
+        return False
+    if relative.startswith("pg_wal/") and is_segment_name(Path(relative).name):
+        # Restored from the archive under its own name: the same segment, whatever its mtime.
+        return source.st_size == target.st_size
+    return source.st_size == target.st_size and source.st_mtime_ns == target.st_mtime_ns
+
+
+def _owned_like(path: Path, like: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, like.st_uid, like.st_gid, follow_symlinks=False)
+
+
+def mirror(source: Path, target: Path) -> _Mirrored:
+    """Make `target` a copy of `source` (both stopped data directories), copying only the
+    files whose size or mtime differ and removing what `source` lacks."""
+    done = _Mirrored()
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(source):
+        here = Path(root)
+        for name in dirs + files:
+            src = here / name
+            relative = str(src.relative_to(source))
+            seen.add(relative)
+            dst = target / relative
+            src_stat = src.lstat()
+            try:
+                dst_stat = dst.lstat()
+            except FileNotFoundError:
+                dst_stat = None
+            if dst_stat is not None and _same(src_stat, dst_stat, relative) \
+                    and not stat.S_ISDIR(src_stat.st_mode):
+                continue
+            if stat.S_ISDIR(src_stat.st_mode):
+                if dst_stat is not None and not stat.S_ISDIR(dst_stat.st_mode):
+                    dst.unlink()
+                    dst_stat = None
+                if dst_stat is None:
+                    dst.mkdir()
+                os.chmod(dst, stat.S_IMODE(src_stat.st_mode))
+                _owned_like(dst, src_stat)
+                continue
+            if dst_stat is not None:
+                remove_tree(dst) if stat.S_ISDIR(dst_stat.st_mode) else dst.unlink()
+            if stat.S_ISLNK(src_stat.st_mode):
+                dst.symlink_to(os.readlink(src))
+            else:
+                shutil.copy2(src, dst)
+                done.bytes_copied += src_stat.st_size
+            _owned_like(dst, src_stat)
+            done.files_copied += 1
+    for root, dirs, files in os.walk(target, topdown=False):
+        here = Path(root)
+        for name in files + dirs:
+            path = here / name
+            if str(path.relative_to(target)) in seen:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                remove_tree(path)
+            else:
+                path.unlink()
+            done.files_removed += 1
+    return done
+
+
+def _full_copy(source: Path, target: Path) -> None:
+    """A first copy, reflinked where the filesystem can (btrfs, XFS), else copied."""
+    partial = target.with_name(target.name + ".partial")
+    remove_tree(partial)
+    subprocess.run(["cp", "--reflink=auto", "-a", str(source), str(partial)], check=True,
+                   capture_output=True)
+    partial.rename(target)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+# --- the activities --------------------------------------------------------------------------
+
+class ProbeActivities:
+    """`index` is this host's WAL index (planning runs on any host, the candidate list is
+    read on the sandbox's)."""
+
+    def __init__(self, runtime: PostgresRuntime, sources: BackupSources, index: WalIndex,
+                 max_poll_interval_s: float = 0.02) -> None:
+        self._runtime = runtime
+        self._sources = sources
+        self._index = index
+        # The drill's replay, polled more often: a probe's replay is short.
+        self._replay = ReplayActivities(runtime, sources, max_poll_interval_s)
+        self._reader = WalRangeReader(PgWaldump(runtime))
+        self._lists: dict[str, _CandidateList] = {}
+
+    # --- planning (shared queue) ---------------------------------------------------------
+
+    @activity.defn(name="plan_bisection")
+    @activity_boundary
+    def plan_bisection(self, request: BisectPlanRequest) -> BisectPlan:
+        started = time.perf_counter()
+        source, adapter = request.source, self._sources.adapter(request.source)
+        archive_dir = adapter.wal_directory(source)
+        with Heartbeater(IndexProgress()) as beat:
+            indexed = self._index.index(archive_dir, beat)
+        archive = IndexedArchive(self._index, archive_dir, indexed, request.bad.timeline,
+                                 lambda backup: adapter.verify(source, backup))
+        plan, replaced = request.plan, None
+        good = request.good or ResolvedTarget(mode="immediate", action="pause",
+                                              timeline=request.bad.timeline)
+        try:
+            good_predicted = archive.predict(plan.backup, good, archive.wal_break(plan.backup))
+        except DrillError as error:
+            if error.code != ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP or request.good is None:
+                raise
+            # The newest backup before the bad bound is after the good one: take the newest
+            # that reaches the good bound, if its WAL reaches the bad bound too.
+            backups = adapter.backups(source)
+            older = plan_recovery(backups, good, archive, request.options)
+            replaced = plan_recovery([older.backup], request.bad, archive, request.options)
+            replaced.window, replaced.estimate_seconds = plan.window, None
+            plan, good_predicted = replaced, older.predicted
+        backup = plan.backup
+        bad = request.bad
+        if bad.mode == "latest":
+            bad = last_consistent_target(plan, bad.model_copy(update={"action": "pause"}))
+        bad_predicted = archive.predict(backup, bad, archive.wal_break(backup))
+        events = self._events(archive_dir, request.bad.timeline, backup)
+        assert good_predicted.replay_lsn and bad_predicted.replay_lsn
+        found = commits_between(events, good_predicted.replay_lsn, bad_predicted.replay_lsn)
+        require_candidates(len(found.commits))
+        good_text = (f"{request.good_given} ({good.describe()})" if request.good_given else
+                     f"the consistent point of backup {backup.id} ({backup.stop_lsn})")
+        last = found.commits[-1]
+        bad_text = (f"{request.bad_given} ({bad.describe()})" if request.bad_given else
+                    f"the end of the archive: right after its last commit, xid {last.xid} "
+                    f"at {last.start_lsn}")
+        _log.info("bisection planned", backup=backup.id, commits=len(found.commits),
+                  aborted=found.aborted)
+        return BisectPlan(
+            plan=replaced,
+            good=Bound(given=request.good_given, target=good,
+                       replay_lsn=good_predicted.replay_lsn, description=good_text),
+            bad=Bound(given=request.bad_given, target=bad, replay_lsn=bad_predicted.replay_lsn,
+                      description=bad_text),
+            commits=len(found.commits), aborted=found.aborted,
+            last_good_bound_commit=CommitSeen.of(found.before_first, request.zone)
+            if found.before_first else None,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _events(self, archive_dir: Path, timeline: str, backup: BaseBackup) -> list[WalEvent]:
+        history = choose_timeline(timeline, backup.timeline, list_archive(archive_dir).histories)
+        return on_timeline(self._index.events(archive_dir), history)
+
+    # --- on the sandbox's host -----------------------------------------------------------
+
+    @activity.defn(name="list_bisect_candidates")
+    @activity_boundary
+    def list_candidates(self, request: CandidatesRequest) -> CandidatesResult:
+        """Writes the candidates into the sandbox. With a relation, only the transactions whose
+        heap records name its storage, looked up in the sandbox (paused at the good bound)."""
+        started = time.perf_counter()
+        adapter = self._sources.adapter(request.source)
+        archive_dir = adapter.wal_directory(request.source)
+        with Heartbeater(IndexProgress()) as beat:
+            self._index.index(archive_dir, beat)
+        events = self._events(archive_dir, request.timeline, request.backup)
+        found = commits_between(events, request.good_stop_lsn, request.bad_stop_lsn)
+        commits = [_commit(e) for e in found.commits]
+        chosen = list(range(len(commits)))
+        relation = None
+        if request.relation:
+            xids, relation = self._touching(request, archive_dir, events)
+            chosen = [i for i, c in enumerate(commits) if c.xid in xids]
+            relation.candidates, relation.commits_between = len(chosen), len(commits)
+        listed = _CandidateList(
+            commits=commits, candidates=chosen,
+            good_last=_commit(found.before_first) if found.before_first else None)
+        listed.save(Path(request.sandbox.root) / CANDIDATES_FILE)
+        self._lists[request.sandbox.root] = listed
+        require_candidates(len(chosen), request.relation, len(commits))
+        return CandidatesResult(
+            candidates=len(chosen), commits=len(commits), aborted=found.aborted,
+            first=commits[chosen[0]].seen(request.zone),
+            last=commits[-1].seen(request.zone), relation=relation,
+            seconds=time.perf_counter() - started)
+
+    def _touching(self, request: CandidatesRequest, archive_dir: Path,
+                  events: list[WalEvent]) -> tuple[set[int], RelationFilter]:
+        assert request.relation is not None
+        locator = RelFileLocator.parse(request.relation)
+        if locator is None:
+            server = server_of(request.sandbox, self._runtime)
+            try:
+                locator = RelationCatalog().locate(
+                    server.conninfo(request.database, request.db_user), request.relation)
+            except DrillError as error:
+                raise DrillError(
+                    ErrorCode.SPEC_INVALID,
+                    f"--relation {request.relation!r} names no table of database "
+                    f"{request.database!r} at the good bound: {error.message}",
+                    "Name a table as schema.table, or give its storage as "
+                    "tablespace/database/relfilenode.") from None
+        listing = list_archive(archive_dir)
+        history = choose_timeline(request.timeline, request.backup.timeline, listing.histories)
+        # From the backup's redo point: a transaction writes before it commits.
+        start, end = parse_lsn(request.backup.start_lsn), parse_lsn(request.bad_stop_lsn)
+        touched = self._reader.records(listing, history, start, end, *_HEAP_RMGRS,
+                                       f"--relation={locator}")
+        commit_records = self._reader.records(listing, history, start, end, "--rmgr=Transaction")
+        xids = transactions_touching(touched, commit_records, events)
+        return xids, RelationFilter(
+            relation=request.relation, locator=str(locator), scanned_from_lsn=format_lsn(start),
+            scanned_to_lsn=format_lsn(end), commits_between=0, candidates=0)
+
+    def _candidates(self, sandbox: Sandbox) -> _CandidateList:
+        listed = self._lists.get(sandbox.root)
+        if listed is None:  # a restarted worker: read back what the listing wrote
+            listed = self._lists[sandbox.root] = _CandidateList.load(
+                Path(sandbox.root) / CANDIDATES_FILE)
+        return listed
+
+    @activity.defn(name="probe_before")
+    @activity_boundary
+    def probe_before(self, request: ProbeRequest) -> ProbeResult:
+        """Restart paused at the probe's target, check the stop, run the predicate."""
+        started = time.perf_counter()
+        result, expected_lsn = self._where(request)
+        target = result.target
+        server = server_of(request.sandbox, self._runtime)
+        replay = ReplayRequest(sandbox=request.sandbox, target=target, source=request.source,
+                               database=request.database, db_user=request.db_user)
+        with Heartbeater(ReplayProgress()) as beat:
+            result.reattached = self._running_for(server, replay)
+            if not result.reattached:
+                stop_for_restart(server, request.database, request.db_user)
+            replayed = self._replay._replay(replay, beat.progress)
+        recovered = replayed.recovered
+        _check_stop(target, recovered.stop_reason, recovered.replay_lsn, expected_lsn)
+        with server.connect(request.database, request.db_user) as conn:
+            checked = run_check(conn, Check(name="bad-when", sql=request.predicate, expect=True),
+                                request.db_user)
+        if checked.error:
+            raise DrillError(ErrorCode.BISECT_PREDICATE_FAILED,
+                             f"the predicate failed at {target.describe()}: {checked.error}")
+        result.damaged = predicate_verdict(checked.observed, target.describe())
+        result.replay_lsn, result.stop_reason = recovered.replay_lsn, recovered.stop_reason
+        result.last_commit_time = recovered.last_commit_time
+        result.seconds = time.perf_counter() - started
+        _log.info("probed", position=request.position, target=target.describe(),
+                  damaged=result.damaged, seconds=round(result.seconds, 3))
+        return result
+
+    def _where(self, request: ProbeRequest) -> tuple[ProbeResult, str | None]:
+        """The probe's target, which commits it keeps and excludes, and the replay LSN it
+        must stop at."""
+        if request.target is not None:
+            return ProbeResult(position=request.position, target=request.target, damaged=False,
+                               seconds=0.0), request.expect_replay_lsn
+        listed = self._candidates(request.sandbox)
+        index = listed.candidates[request.position]
+        commit = listed.commits[index]
+        kept = listed.kept_before(index)
+        return ProbeResult(
+            position=request.position, target=probe_target(commit, request.timeline),
+            damaged=False, stopped_before=commit.seen(request.zone),
+            last_kept=kept.seen(request.zone) if kept else None, commits_kept=index,
+            seconds=0.0), expected_stop(commit.lsn)
+
+    def _running_for(self, server: PostgresServer, replay: ReplayRequest) -> bool:
+        """A retry: the server is already running with exactly this probe's settings."""
+        if server.pid() is None:
+            return False
+        sandbox = replay.sandbox
+        fetch_wal = self._sources.adapter(replay.source).restore_command(replay.source, sandbox)
+        wanted = render_settings(server_settings(sandbox, fetch_wal, replay.target))
+        try:
+            return Path(sandbox.root, "recovery-settings.conf").read_text() == wanted
+        except OSError:
+            return False
+
+    @activity.defn(name="keep_good_state")
+    @activity_boundary
+    def keep_good_state(self, request: GoodStateRequest) -> GoodStateResult:
+        """Stop the server (at a clean state) and keep a copy of its data directory."""
+        started = time.perf_counter()
+        server = server_of(request.sandbox, self._runtime)
+        data, good = Path(request.sandbox.data_dir), Path(request.sandbox.root) / GOOD_STATE_DIR
+        with Heartbeater(GoodStateProgress()):
+            stop_for_restart(server, request.database, request.db_user)
+            if not good.exists():
+                _full_copy(data, good)
+                copied = _Mirrored(files_copied=sum(1 for _ in good.rglob("*")),
+                                   bytes_copied=_tree_bytes(good))
+                full = True
+            else:
+                copied, full = mirror(data, good), False
+        return GoodStateResult(full_copy=full, files_copied=copied.files_copied,
+                               bytes_copied=copied.bytes_copied,
+                               files_removed=copied.files_removed,
+                               seconds=time.perf_counter() - started)
+
+    @activity.defn(name="return_to_good_state")
+    @activity_boundary
+    def return_to_good_state(self, request: GoodStateRequest) -> GoodStateResult:
+        """Stop the server and make its data directory the kept clean state again."""
+        started = time.perf_counter()
+        server = server_of(request.sandbox, self._runtime)
+        good = Path(request.sandbox.root) / GOOD_STATE_DIR
+        if not good.is_dir():
+            raise DrillError(ErrorCode.RECOVERY_FAILED,
+                             f"no clean state was kept in {good}: cannot probe backward")
+        with Heartbeater(GoodStateProgress()):
+            stop_for_restart(server, request.database, request.db_user)
+            copied = mirror(good, Path(request.sandbox.data_dir))
+        return GoodStateResult(full_copy=False, files_copied=copied.files_copied,
+                               bytes_copied=copied.bytes_copied,
+                               files_removed=copied.files_removed,
+                               seconds=time.perf_counter() - started)
+
+
+def _check_stop(target: ResolvedTarget, stop_reason: str | None, replay_lsn: str | None,
+                expected_lsn: str | None) -> None:
+    problems = []
+    if not stop_matches(target, stop_reason):
+        problems.append(f"the server said {stop_reason!r}")
+    if expected_lsn is not None and replay_lsn != expected_lsn:
+        problems.append(f"replay LSN {replay_lsn}, predicted {expected_lsn}")
+    if problems:
+        raise DrillError(ErrorCode.PREDICTION_MISMATCH,
+                         f"a probe for {target.describe()} stopped elsewhere: "
+                         + "; ".join(problems))
+
+
+def expected_stop(commit_lsn: str) -> str:
+    """pg_last_wal_replay_lsn() paused just before the commit record at `commit_lsn`."""
+    return format_lsn(end_before(parse_lsn(commit_lsn)))
+
+
+def stop_for_restart(server: PostgresServer, database: str, user: str) -> None:
+    """Take a restartpoint, then stop at once (a paused standby's fast shutdown waits out a
+    one-second sleep). Nothing replay cannot redo is lost: the restart replays from the
+    restartpoint just taken."""
+    pid = server.pid()
+    if pid is None:
+        return
+    try:
+        with server.connect(database, user) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:  # not consistent yet, or not allowed: replay redoes more
+        _log.info("no restartpoint before stopping", error=str(exc).strip())
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while server.pid() is not None:
+        if time.monotonic() > deadline:
+            server.stop("immediate")
+            break
+        time.sleep(0.005)
