@@ -15,7 +15,7 @@ from adapters.preflight import PlanRequest, PlanResult
 from domain.report import CheckResult, ErrorEntry, Metrics, Recovered
 from domain.restore import RestoreProgress, RestoreResult
 from domain.sandbox import Sandbox
-from domain.spec import BackupSource, Check
+from domain.spec import BackupSource, Check, SandboxOptions
 from domain.targets import ResolvedTarget, TargetSpec
 
 
@@ -32,6 +32,10 @@ class SandboxRequest(BaseModel):
     drill_id: str
     # A recovery's data directory (absent or empty); a drill's lives inside its sandbox.
     destination: str | None = None
+    # The spec's sandbox options (provider, limits, keep) and the backup source, whose
+    # archive a confined sandbox server gets to see read-only (and nothing else of the host).
+    options: SandboxOptions | None = None
+    source: BackupSource | None = None
 
 
 class PromotionRequest(BaseModel):
@@ -66,6 +70,9 @@ class ReplayProgress(BaseModel):
 class ReplayResult(BaseModel):
     recovered: Recovered
     seconds: float
+    # What the sandbox took away from the restored cluster at start (domain.sandbox
+    # preload_settings): for the report's isolation warnings.
+    isolation_warnings: list[str] = []
 
 
 class ChecksRequest(BaseModel):

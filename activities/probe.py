@@ -14,6 +14,12 @@ read-only. PostgreSQL 15 reads recovery_target_* only at start, so every probe i
   full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime;
   a WAL segment restored from the archive by name and size).
 
+Restarts are made cheap in the sandbox's own postgresql.auto.conf (the isolation settings stay
+on the command line, which wins): `fsync = off`, so that neither the restartpoint nor the
+start after an immediate stop syncs every file. The sandbox is disposable; should the host
+restart during a bisection (its boot id is kept in the sandbox), the bisection fails instead
+of trusting files that may have lost writes.
+
 The candidate commits are written into the sandbox by `list_bisect_candidates`, so the
 workflow's history carries positions and the few commits probed, never the whole list.
 Every probe checks that PostgreSQL stopped exactly where asked before judging the state.
@@ -88,6 +94,9 @@ from domain.wal_records import WalEvent
 _log = structlog.get_logger("pitrdrill.probe")
 CANDIDATES_FILE = "bisect-candidates.json"
 GOOD_STATE_DIR = "good"
+BOOT_ID_FILE = "bisect-boot-id"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_FAST_RESTARTS = "# pitrdrill bisect: probes restart often; the sandbox is disposable\nfsync = 'off'\n"
 _STOP_TIMEOUT_S = 30.0
 _HEAP_RMGRS = ("--rmgr=Heap", "--rmgr=Heap2")
 
@@ -153,6 +162,9 @@ class _Mirrored:
 def _same(source: os.stat_result, target: os.stat_result, relative: str) -> bool:
     if stat.S_IFMT(source.st_mode) != stat.S_IFMT(target.st_mode):
         return False
+    if stat.S_ISDIR(source.st_mode):
+        return stat.S_IMODE(source.st_mode) == stat.S_IMODE(target.st_mode) \
+            and (source.st_uid, source.st_gid) == (target.st_uid, target.st_gid)
     if relative.startswith("pg_wal/") and is_segment_name(Path(relative).name):
         # Restored from the archive under its own name: the same segment, whatever its mtime.
         return source.st_size == target.st_size
@@ -164,55 +176,54 @@ def _owned_like(path: Path, like: os.stat_result) -> None:
         os.chown(path, like.st_uid, like.st_gid, follow_symlinks=False)
 
 
+def _listing(root: str) -> dict[str, os.stat_result]:
+    """Every entry under `root` by relative path, not following symlinks."""
+    found: dict[str, os.stat_result] = {}
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(os.path.join(root, relative)) as entries:
+            for entry in entries:
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                found[path] = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+    return found
+
+
 def mirror(source: Path, target: Path) -> _Mirrored:
     """Make `target` a copy of `source` (both stopped data directories), copying only the
     files whose size or mtime differ and removing what `source` lacks."""
     done = _Mirrored()
-    seen: set[str] = set()
-    for root, dirs, files in os.walk(source):
-        here = Path(root)
-        for name in dirs + files:
-            src = here / name
-            relative = str(src.relative_to(source))
-            seen.add(relative)
-            dst = target / relative
-            src_stat = src.lstat()
-            try:
-                dst_stat = dst.lstat()
-            except FileNotFoundError:
-                dst_stat = None
-            if dst_stat is not None and _same(src_stat, dst_stat, relative) \
-                    and not stat.S_ISDIR(src_stat.st_mode):
-                continue
-            if stat.S_ISDIR(src_stat.st_mode):
-                if dst_stat is not None and not stat.S_ISDIR(dst_stat.st_mode):
-                    dst.unlink()
-                    dst_stat = None
-                if dst_stat is None:
-                    dst.mkdir()
-                os.chmod(dst, stat.S_IMODE(src_stat.st_mode))
-                _owned_like(dst, src_stat)
-                continue
-            if dst_stat is not None:
-                remove_tree(dst) if stat.S_ISDIR(dst_stat.st_mode) else dst.unlink()
-            if stat.S_ISLNK(src_stat.st_mode):
-                dst.symlink_to(os.readlink(src))
-            else:
-                shutil.copy2(src, dst)
-                done.bytes_copied += src_stat.st_size
-            _owned_like(dst, src_stat)
+    have, want = _listing(str(target)), _listing(str(source))
+    for relative in sorted(set(have) - set(want), reverse=True):  # children before parents
+        path = target / relative
+        if stat.S_ISDIR(have[relative].st_mode):
+            remove_tree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        done.files_removed += 1
+    for relative in sorted(want):  # parents before children
+        src_stat, dst_stat = want[relative], have.get(relative)
+        if dst_stat is not None and _same(src_stat, dst_stat, relative):
+            continue
+        src, dst = source / relative, target / relative
+        if dst_stat is not None and not (stat.S_ISDIR(src_stat.st_mode)
+                                         and stat.S_ISDIR(dst_stat.st_mode)):
+            remove_tree(dst) if stat.S_ISDIR(dst_stat.st_mode) else dst.unlink()
+            dst_stat = None
+        if stat.S_ISDIR(src_stat.st_mode):
+            if dst_stat is None:
+                dst.mkdir()
+            os.chmod(dst, stat.S_IMODE(src_stat.st_mode))
+        elif stat.S_ISLNK(src_stat.st_mode):
+            dst.symlink_to(os.readlink(src))
             done.files_copied += 1
-    for root, dirs, files in os.walk(target, topdown=False):
-        here = Path(root)
-        for name in files + dirs:
-            path = here / name
-            if str(path.relative_to(target)) in seen:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                remove_tree(path)
-            else:
-                path.unlink()
-            done.files_removed += 1
+        else:
+            shutil.copy2(src, dst)
+            done.files_copied += 1
+            done.bytes_copied += src_stat.st_size
+        _owned_like(dst, src_stat)
     return done
 
 
@@ -227,6 +238,37 @@ def _full_copy(source: Path, target: Path) -> None:
 
 def _tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def same_boot(sandbox: Sandbox) -> None:
+    """The sandbox runs with fsync off: after a host restart its files cannot be trusted."""
+    recorded = Path(sandbox.root) / BOOT_ID_FILE
+    if not recorded.exists():
+        recorded.write_text(_boot_id())
+    elif recorded.read_text() != _boot_id():
+        raise DrillError(ErrorCode.RECOVERY_FAILED,
+                         f"the host restarted during the bisection: {sandbox.data_dir} ran with "
+                         "fsync off and may have lost writes",
+                         "Start the bisection again (its sandbox is torn down).")
+
+
+def fast_restarts(sandbox: Sandbox, runtime: PostgresRuntime) -> None:
+    """fsync off in the sandbox's postgresql.auto.conf, once."""
+    same_boot(sandbox)
+    auto = Path(sandbox.data_dir) / "postgresql.auto.conf"
+    current = auto.read_text() if auto.exists() else ""
+    if _FAST_RESTARTS not in current:
+        auto.write_text(current + ("" if current.endswith("\n") or not current else "\n")
+                        + _FAST_RESTARTS)
+        auto.chmod(0o600)
+        runtime.give(auto)
 
 
 # --- the activities --------------------------------------------------------------------------
@@ -387,6 +429,7 @@ class ProbeActivities:
             result.reattached = self._running_for(server, replay)
             if not result.reattached:
                 stop_for_restart(server, request.database, request.db_user)
+                fast_restarts(request.sandbox, self._runtime)
             replayed = self._replay._replay(replay, beat.progress)
         recovered = replayed.recovered
         _check_stop(target, recovered.stop_reason, recovered.replay_lsn, expected_lsn)
@@ -440,6 +483,7 @@ class ProbeActivities:
         server = server_of(request.sandbox, self._runtime)
         data, good = Path(request.sandbox.data_dir), Path(request.sandbox.root) / GOOD_STATE_DIR
         with Heartbeater(GoodStateProgress()):
+            same_boot(request.sandbox)
             stop_for_restart(server, request.database, request.db_user)
             if not good.exists():
                 _full_copy(data, good)
@@ -448,6 +492,9 @@ class ProbeActivities:
                 full = True
             else:
                 copied, full = mirror(data, good), False
+        _log.info("clean state kept", full_copy=full, files=copied.files_copied,
+                  bytes=copied.bytes_copied, removed=copied.files_removed,
+                  seconds=round(time.perf_counter() - started, 3))
         return GoodStateResult(full_copy=full, files_copied=copied.files_copied,
                                bytes_copied=copied.bytes_copied,
                                files_removed=copied.files_removed,
@@ -464,8 +511,12 @@ class ProbeActivities:
             raise DrillError(ErrorCode.RECOVERY_FAILED,
                              f"no clean state was kept in {good}: cannot probe backward")
         with Heartbeater(GoodStateProgress()):
+            same_boot(request.sandbox)
             stop_for_restart(server, request.database, request.db_user)
             copied = mirror(good, Path(request.sandbox.data_dir))
+        _log.info("back to the clean state", files=copied.files_copied,
+                  bytes=copied.bytes_copied, removed=copied.files_removed,
+                  seconds=round(time.perf_counter() - started, 3))
         return GoodStateResult(full_copy=False, files_copied=copied.files_copied,
                                bytes_copied=copied.bytes_copied,
                                files_removed=copied.files_removed,

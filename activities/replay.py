@@ -179,6 +179,7 @@ class ReplayActivities:
                             in_recovery=in_recovery,
                         ),
                         seconds=time.perf_counter() - started,
+                        isolation_warnings=server.isolation_warnings(),
                     )
             progress.polls += 1
             time.sleep(interval)

@@ -6,7 +6,7 @@ Provision and teardown are idempotent: a retried activity finds its own sandbox 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
@@ -15,21 +15,25 @@ from temporalio import activity
 from activities.boundary import activity_boundary
 from activities.models import Sandbox, SandboxRequest, TeardownResult
 from adapters.pg_runtime import PostgresRuntime, remove_tree
-from adapters.pg_server import PostgresServer, free_port
+from adapters.pg_server import free_port
+from adapters.sandbox_providers import (
+    ProviderSettings,
+    SandboxProviders,
+    SandboxServer,
+    read_record,
+    server_for,
+    write_record,
+)
 from domain.errors import DrillError, ErrorCode
+from domain.spec import SandboxOptions
 
 _log = structlog.get_logger("pitrdrill.sandbox")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def server_of(sandbox: Sandbox, runtime: PostgresRuntime) -> PostgresServer:
-    return PostgresServer(
-        runtime=runtime,
-        data_dir=Path(sandbox.data_dir),
-        socket_dir=Path(sandbox.socket_dir),
-        port=sandbox.port,
-        log_file=Path(sandbox.log_file),
-    )
+def server_of(sandbox: Sandbox, runtime: PostgresRuntime) -> SandboxServer:
+    """The sandbox's server, as its provider runs it (the PostgresServer interface)."""
+    return server_for(sandbox, runtime)
 
 
 def _empty_destination(destination: str | None) -> Path | None:
@@ -51,10 +55,13 @@ class SandboxActivities:
     """`host_queue` is this host's own task queue: provision runs on the shared queue (any
     host may take a new sandbox) and returns it, so that everything after runs here."""
 
-    def __init__(self, runtime: PostgresRuntime, root: Path, host_queue: str) -> None:
+    def __init__(self, runtime: PostgresRuntime, root: Path, host_queue: str,
+                 providers: SandboxProviders | None = None) -> None:
         self._runtime = runtime
         self._root = root
         self._host_queue = host_queue
+        self._providers = providers or SandboxProviders(ProviderSettings(root=root,
+                                                                         runtime=runtime))
 
     def _dir_for(self, drill_id: str) -> Path:
         """One directory per drill, always directly under the root: teardown removes it."""
@@ -68,34 +75,47 @@ class SandboxActivities:
     @activity_boundary
     def provision(self, request: SandboxRequest) -> Sandbox:
         root = self._dir_for(request.drill_id)
-        record = root / "sandbox.json"
-        if record.exists():  # a retry: the same sandbox, not a second one
-            existing = Sandbox.model_validate_json(record.read_text())
+        existing = read_record(root)
+        if existing is not None:  # a retry: the same sandbox, not a second one
             if existing.drill_id != request.drill_id:
                 raise DrillError(ErrorCode.SANDBOX_FAILED,
                                  f"{root} belongs to drill {existing.drill_id!r}")
             return existing
+        # (A record cut short by a killed worker reads as none: this provision redoes it, in
+        # the same directory: one sandbox per drill.)
         destination = _empty_destination(request.destination)
+        options = request.options or SandboxOptions()
+        provider_name = options.provider
+        if destination is not None and provider_name is None:
+            provider_name = "local"  # a recovery is promoted in place, on this host
+        provider = self._providers.get(provider_name)
+        planned = Sandbox(
+            drill_id=request.drill_id,
+            root=str(root),
+            data_dir=str(destination or root / "data"),
+            purpose="recovery" if destination else "drill",
+            socket_dir=str(root / "socket"),
+            log_file=str(root / "postgres.log"),
+            port=free_port(),
+            task_queue=self._host_queue,
+            created_at=datetime.now(timezone.utc),
+            keep_seconds=None if destination else options.keep_seconds(),
+        )
+        # Before anything exists: a provider that cannot run here refuses now.
+        sandbox = provider.provision(planned, options, request.source)
         try:
             self._runtime.make_private_dir(self._root, 0o755)
             self._runtime.make_private_dir(root, 0o755)
-            sandbox = Sandbox(
-                drill_id=request.drill_id,
-                root=str(root),
-                data_dir=str(self._runtime.make_private_dir(destination or root / "data")),
-                purpose="recovery" if destination else "drill",
-                socket_dir=str(self._runtime.make_private_dir(root / "socket")),
-                log_file=str(root / "postgres.log"),
-                port=free_port(),
-                task_queue=self._host_queue,
-            )
+            self._runtime.make_private_dir(Path(sandbox.data_dir))
+            self._runtime.make_private_dir(Path(sandbox.socket_dir))
             (root / "pg_hba.conf").write_text("# pitrdrill sandbox: private socket only\n"
                                               "local all all trust\n")
             (root / "pg_ident.conf").write_text("")
             for name in ("pg_hba.conf", "pg_ident.conf"):
                 self._runtime.give(root / name)
-            record.write_text(sandbox.model_dump_json(indent=2))
-            _log.info("sandbox provisioned", root=str(root), port=sandbox.port)
+            write_record(sandbox)
+            _log.info("sandbox provisioned", root=str(root), port=sandbox.port,
+                      provider=sandbox.provider, confined=sandbox.confined)
         except OSError as exc:
             raise DrillError(ErrorCode.SANDBOX_FAILED, f"cannot create {root}: {exc}") from exc
         return sandbox
@@ -103,12 +123,10 @@ class SandboxActivities:
     @activity.defn(name="teardown_sandbox")
     @activity_boundary
     def teardown(self, sandbox: Sandbox) -> TeardownResult:
-        server = server_of(sandbox, self._runtime)
-        pid = server.pid()
-        # The copy is disposable: no need to wait for a clean shutdown checkpoint.
-        server.stop("immediate")
-        if server.pid() is not None:
-            raise RuntimeError(f"the sandbox server {pid} is still running; retrying")
+        if sandbox.keep_seconds and sandbox.purpose == "drill":
+            return self._keep(sandbox)
+        # The copy is disposable: the provider stops it without a shutdown checkpoint.
+        pid = self._providers.get(sandbox.provider).teardown(sandbox)
         remove_tree(Path(sandbox.root))
         if Path(sandbox.root).exists():
             raise RuntimeError(f"{sandbox.root} could not be removed yet; retrying")
@@ -125,3 +143,17 @@ class SandboxActivities:
             stopped_pid=pid,
             finished_at=datetime.now(timezone.utc),
         )
+
+    def _keep(self, sandbox: Sandbox) -> TeardownResult:
+        """`sandbox.keep`: left as it is (server running) for investigation until
+        kept_until, recorded in its sandbox.json; `pitrdrill sandbox reap` removes it then."""
+        assert sandbox.keep_seconds is not None
+        recorded = read_record(Path(sandbox.root)) or sandbox
+        if recorded.kept_until is None:  # a retry keeps the first deadline
+            recorded = recorded.model_copy(update={
+                "kept_until": datetime.now(timezone.utc) + timedelta(
+                    seconds=sandbox.keep_seconds)})
+            write_record(recorded)
+        _log.warning("sandbox kept", root=sandbox.root, kept_until=str(recorded.kept_until))
+        return TeardownResult(removed=False, stopped_pid=None,
+                              finished_at=datetime.now(timezone.utc))

@@ -89,7 +89,8 @@ class FilesystemBackups:
                                 resume_from, on_progress, self._copy_parallelism)
 
     def restore_command(self, source: FilesystemSource, sandbox: Sandbox) -> str:
-        return restore_command(source.wal_archive)
+        # The archive where the sandbox server sees it (docker: /archive).
+        return restore_command(sandbox.server_path(source.wal_archive))
 
     def verify(self, source: FilesystemSource, backup: BaseBackup) -> DrillError | None:
         """pg_verifybackup against the backup's manifest (the WAL is the index's business).

@@ -32,7 +32,12 @@ class PgBackRestBackups:
         return self._pgbackrest.restore(source, backup, Path(sandbox.data_dir), Path(sandbox.root))
 
     def restore_command(self, source: PgBackRestSource, sandbox: Sandbox) -> str:
-        return self._pgbackrest.archive_get_command(source, Path(sandbox.data_dir))
+        # Repository, config and data directory where the sandbox server sees them.
+        seen = source.model_copy(update={
+            "repo_path": sandbox.server_path(source.repo_path),
+            "config": sandbox.server_path(source.config) if source.config else None})
+        return self._pgbackrest.archive_get_command(
+            seen, Path(sandbox.server_path(sandbox.data_dir)))
 
     def verify(self, source: PgBackRestSource, backup: BaseBackup) -> DrillError | None:
         verdict = next((v for v in self._pgbackrest.verify(source).backups

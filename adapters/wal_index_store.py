@@ -5,11 +5,17 @@ Archived segments are immutable, so each is indexed once, keyed by timeline, fil
 and checksum; a later run indexes only files it has not seen. An archive's current set of
 segments is recorded per run, so a segment deleted from the archive (or one from another
 cluster sharing the store) never feeds a prediction.
+
+It also remembers which base backups passed (or failed) verification, keyed by their
+manifest's checksum and their files, so a backup is verified once, not on every plan.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +24,8 @@ from domain.lsn import format_lsn
 from domain.wal_records import WalEvent
 
 # The store is a cache of immutable facts: a different layout is rebuilt, never migrated.
-_SCHEMA_VERSION = 3
+# 4: segment checksums are CRC-32C (hardware-accelerated); backup verifications are kept.
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
@@ -56,6 +63,15 @@ CREATE TABLE IF NOT EXISTS file_checksums (
     mtime_ns INTEGER NOT NULL,
     checksum TEXT NOT NULL
 );
+-- A backup verified (pg_verifybackup, pgbackrest verify) once per manifest and file set: the
+-- key is the manifest's checksum and the backup's files (count, bytes, newest mtime).
+CREATE TABLE IF NOT EXISTS backup_verifications (
+    backup_path TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    message TEXT,
+    PRIMARY KEY (backup_path, fingerprint)
+);
 """
 
 
@@ -70,6 +86,18 @@ class SegmentKey:
     mtime_ns: int = 0
 
 
+@dataclass(frozen=True)
+class IndexedSegment:
+    """What one reading of a segment found: its events (those before `corrupt_at`, if it is
+    damaged, with the problem), and whether its successor was missing then."""
+
+    key: SegmentKey
+    events: list[WalEvent] = field(default_factory=list)
+    tail_open: bool = False
+    corrupt_at: int | None = None
+    problem: str | None = None
+
+
 class WalIndexStore:
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -78,6 +106,7 @@ class WalIndexStore:
             if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
                 conn.executescript("DROP TABLE IF EXISTS archive_segments;"
                                    "DROP TABLE IF EXISTS file_checksums;"
+                                   "DROP TABLE IF EXISTS backup_verifications;"
                                    "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS segments;")
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.executescript(_SCHEMA)
@@ -94,23 +123,61 @@ class WalIndexStore:
                        corrupt_at: int | None = None, problem: str | None = None) -> None:
         """Store a segment's events (those before `corrupt_at`, if it is damaged), replacing
         an earlier indexing of the same file."""
+        self.record_segments([IndexedSegment(key, events, tail_open, corrupt_at, problem)])
+
+    def record_segments(self, indexed: list[IndexedSegment]) -> None:
+        """Several segments in one transaction (one pg_waldump run's worth)."""
+        if not indexed:
+            return
+        with self._writing() as conn:
+            for one in indexed:
+                key = one.key
+                conn.execute(
+                    "DELETE FROM segments"
+                    " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
+                    (key.timeline, key.file_name, key.size, key.checksum),
+                )
+                segment_id = conn.execute(
+                    "INSERT INTO segments (timeline, file_name, size, checksum, tail_open,"
+                    " corrupt_at, problem) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key.timeline, key.file_name, key.size, key.checksum, one.tail_open,
+                     one.corrupt_at, one.problem),
+                ).lastrowid
+                conn.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(segment_id, e.kind, e.timeline, e.start, e.end, e.xid,
+                      e.timestamp.isoformat() if e.timestamp else None, e.name)
+                     for e in one.events],
+                )
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. The store is a cache: in WAL mode, synchronous=NORMAL keeps it
+        consistent across a crash of the worker and skips an fsync per transaction (an OS
+        crash may lose the last indexings, which are simply done again)."""
         with transaction(self._path) as conn:
-            conn.execute(
-                "DELETE FROM segments"
-                " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
-                (key.timeline, key.file_name, key.size, key.checksum),
-            )
-            segment_id = conn.execute(
-                "INSERT INTO segments (timeline, file_name, size, checksum, tail_open, corrupt_at,"
-                " problem) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.timeline, key.file_name, key.size, key.checksum, tail_open, corrupt_at,
-                 problem),
-            ).lastrowid
-            conn.executemany(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(segment_id, e.kind, e.timeline, e.start, e.end, e.xid,
-                  e.timestamp.isoformat() if e.timestamp else None, e.name) for e in events],
-            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+
+    # --- backup verifications ------------------------------------------------------------------
+
+    def backup_verification(self, backup_path: str, fingerprint: str) -> tuple[bool, str] | None:
+        """(passed, message) of an earlier verification of this very backup, else None."""
+        with transaction(self._path) as conn:
+            row = conn.execute(
+                "SELECT ok, message FROM backup_verifications"
+                " WHERE backup_path = ? AND fingerprint = ?", (backup_path, fingerprint),
+            ).fetchone()
+        return None if row is None else (bool(row[0]), row[1] or "")
+
+    def record_backup_verification(self, backup_path: str, fingerprint: str, ok: bool,
+                                   message: str = "") -> None:
+        with self._writing() as conn:
+            # One verdict per backup path: an older fingerprint's is stale.
+            conn.execute("DELETE FROM backup_verifications WHERE backup_path = ?",
+                         (backup_path,))
+            conn.execute("INSERT INTO backup_verifications VALUES (?, ?, ?, ?)",
+                         (backup_path, fingerprint, ok, message))
 
     def known_checksums(self) -> dict[tuple[str, int, int], str]:
         with transaction(self._path) as conn:
@@ -119,7 +186,7 @@ class WalIndexStore:
 
     def set_archive_segments(self, archive: str, keys: list[SegmentKey]) -> None:
         """Record which indexed segments the archive holds now, and their checksums."""
-        with transaction(self._path) as conn:
+        with self._writing() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO file_checksums VALUES (?, ?, ?, ?)",
                 [(k.path, k.size, k.mtime_ns, k.checksum) for k in keys if k.path],

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.os_user import as_server_user
 from adapters.pg_runtime import PostgresRuntime
 from adapters.wal_archive import ArchivedSegment
 from domain.errors import DrillError, ErrorCode
@@ -71,13 +72,24 @@ class PgWaldump:
                 self.materialize(segment, scratch)
             return self.run(scratch, timeline, *args)
 
-    def run(self, directory: Path, timeline: int, *args: str) -> subprocess.CompletedProcess:
+    def run(self, directory: Path, timeline: int, *args: str,
+            meanwhile: Callable[[], object] | None = None) -> subprocess.CompletedProcess:
         """pg_waldump `args` over the segments in `directory`; a failure is the caller's to
-        judge (the end of a .partial segment's WAL is one)."""
-        output = self.runtime.run(
-            "pg_waldump", f"--path={directory}", f"--timeline={timeline}", *args,
-            check=False, env={"TZ": "UTC"},
-        )
+        judge (the end of a .partial segment's WAL is one). `meanwhile` runs in this thread
+        while pg_waldump does (its output waits in the pipe meanwhile)."""
+        command = [self.runtime.tool("pg_waldump"), f"--path={directory}",
+                   f"--timeline={timeline}", *args]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd="/",
+                              **as_server_user(self.runtime.os_user, {"TZ": "UTC"})) as process:
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+                stdout, stderr = process.communicate()
+            except BaseException:
+                process.kill()
+                raise
+        output = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         if _PERMISSION_DENIED in output.stderr:
             raise PermissionError(
                 f"pg_waldump, run as {self.runtime.os_user}, cannot read what it needs in "

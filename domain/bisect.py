@@ -22,14 +22,15 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from domain.checks import refuse_unsafe_check
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
 from domain.prediction import CommitRef
 from domain.report import DrillReport
 from domain.spec import Check, DrillSpec
-from domain.targets import ResolvedTarget, TargetSpec
+from domain.targets import ResolvedTarget, TargetSpec, resolve_target
 from domain.timeparse import format_utc, load_zone, parse_target_time
 from domain.wal_records import WalEvent
 
@@ -333,13 +334,6 @@ class BisectRequest(BaseModel):
     bad_at: str | None = None  # default: the end of the archive (its last commit, inclusive)
     relation: str | None = None  # schema.table or tablespace/database/relfilenode
 
-    @field_validator("bad_when")
-    @classmethod
-    def _one_read_only_query(cls, sql: str) -> str:
-        # Refused exactly as a check would be (CHECK_UNSAFE), before anything exists.
-        Check(name="bad-when", sql=sql, expect=True)
-        return sql
-
     @property
     def timeline(self) -> str:
         return str(self.spec.target.timeline)
@@ -352,10 +346,17 @@ class BisectRequest(BaseModel):
             return TargetSpec(latest=True, timeline=self.timeline)
         return parse_bound(self.bad_at, self.timeline)
 
-    def validated(self) -> BisectRequest:
-        """Both bounds parse (TARGET_* / LSN_INVALID / XID_INVALID otherwise)."""
-        self.good_target()
-        self.bad_target()
+    def refuse_unsafe_predicate(self) -> None:
+        """CHECK_UNSAFE for a predicate a check could not run either."""
+        refuse_unsafe_check("bad-when", self.bad_when)
+
+    def validated(self, now: datetime) -> BisectRequest:
+        """The predicate is one query a check may run, and both bounds resolve (CHECK_UNSAFE,
+        TARGET_*, LSN_INVALID, XID_INVALID otherwise): refused before anything starts."""
+        self.refuse_unsafe_predicate()
+        for bound in (self.good_target(), self.bad_target()):
+            if bound is not None:
+                resolve_target(bound, now)
         return self
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import DrillError, ErrorCode
-from domain.report import CheckResult
+
+if TYPE_CHECKING:  # domain.report imports domain.spec, which imports this module
+    from domain.report import CheckResult
 
 
 def _as_number(value: Any) -> Decimal | None:
@@ -44,6 +46,8 @@ def json_safe(value: Any) -> Any:
 
 
 def verdict(name: str, observed: Any, expected: Any) -> CheckResult:
+    from domain.report import CheckResult
+
     observed = json_safe(observed)
     return CheckResult(
         name=name, passed=values_match(observed, expected), observed=observed, expected=expected

@@ -72,6 +72,9 @@ class ErrorCode(StrEnum):
     SYNTHETIC_WINDOW_EMPTY = "SYNTHETIC_WINDOW_EMPTY"
     SCHEDULE_NOT_FOUND = "SCHEDULE_NOT_FOUND"
     SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
+    ARCHIVE_UNREADABLE_BY_SERVER = "ARCHIVE_UNREADABLE_BY_SERVER"
+    SANDBOX_NO_SPACE = "SANDBOX_NO_SPACE"
+    SANDBOX_PROVIDER_UNAVAILABLE = "SANDBOX_PROVIDER_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,28 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "input",
         "A schedule of that name already exists; nothing was changed.",
         "Pick another name, or `pitrdrill schedule delete NAME` first to replace it.",
+    ),
+    ErrorCode.ARCHIVE_UNREADABLE_BY_SERVER: ErrorInfo(
+        "input",
+        "The WAL archive is readable by the worker but not by the PostgreSQL OS user that the "
+        "sandbox server's restore_command and pg_waldump run as (a directory it cannot enter, "
+        "or segments it cannot read): recovery would fail on the first segment it fetches.",
+        "Run the chmod the message names (e.g. `chmod -R o+rX ARCHIVE`), or give the archive a "
+        "group the server user belongs to; pitrdrill only ever reads the archive.",
+    ),
+    ErrorCode.SANDBOX_NO_SPACE: ErrorInfo(
+        "runtime",
+        "The file system holding the sandbox has less free space than the restore needs "
+        "(the message names both, in bytes); nothing was copied.",
+        "Free space there or point PITRDRILL_SANDBOX_ROOT at a larger file system; "
+        "`pitrdrill sandbox reap` removes sandboxes left behind by earlier drills.",
+    ),
+    ErrorCode.SANDBOX_PROVIDER_UNAVAILABLE: ErrorInfo(
+        "runtime",
+        "The sandbox provider asked for cannot run a sandbox on this host (Docker unreachable, "
+        "its image missing, or a use the provider does not support); nothing was created.",
+        "Follow the message: start Docker, run `make images`, or choose `sandbox: {provider: "
+        "local}` in the spec (or PITRDRILL_SANDBOX_PROVIDER on the worker).",
     ),
 }
 

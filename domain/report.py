@@ -11,6 +11,7 @@ from domain.catalog import BaseBackup
 from domain.errors import DrillError
 from domain.escalation import EscalationRecord
 from domain.plan import DrillPlan
+from domain.sandbox import SandboxIsolation
 from domain.synthetic import SyntheticTarget
 from domain.targets import ResolvedTarget
 
@@ -82,6 +83,9 @@ class DrillReport(BaseModel):
     workflow_run_id: str | None = None
     # Set when the spec asked for a synthetic target: the window, seed and instant chosen.
     synthetic: SyntheticTarget | None = None
+    # What the sandbox enforced (provider, each isolation property with enforced true/false)
+    # and what was taken away from the restored cluster so that it could not act outward.
+    isolation: SandboxIsolation | None = None
 
 
 def mb_per_s(size_bytes: int, seconds: float) -> float | None:

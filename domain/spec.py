@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain import synthetic
+from domain.checks import refuse_unsafe_check
 from domain.targets import TargetSpec
 
 
@@ -45,15 +46,6 @@ class Check(BaseModel):
     sql: str
     expect: Any = None
 
-    @model_validator(mode="after")
-    def _safe(self) -> Check:
-        """CHECK_UNSAFE (a DrillError, not a pydantic error: its code is the API) for SQL
-        reaching server files or programs or switching role, refused before anything exists."""
-        from domain.checks import refuse_unsafe_check  # domain.checks -> report -> spec
-
-        refuse_unsafe_check(self.name, self.sql)
-        return self
-
 
 FallbackStep = Literal["earlier_backup", "last_consistent_before_gap", "escalate"]
 
@@ -74,6 +66,27 @@ class SandboxOptions(BaseModel):
     # How long sandbox work waits for the host holding the sandbox (its worker may be
     # restarting) before the drill fails with SANDBOX_HOST_LOST.
     host_wait_seconds: float = Field(default=600, gt=0)
+    # local | docker (adapters/sandbox_providers); absent: the worker's
+    # PITRDRILL_SANDBOX_PROVIDER (default local).
+    provider: Literal["local", "docker"] | None = None
+    # Resource limits of the sandbox server (enforced by the docker provider; the local
+    # provider reports them as not enforced).
+    memory_mb: int | None = Field(default=None, gt=0)
+    cpus: float | None = Field(default=None, gt=0)
+    pids: int | None = Field(default=None, gt=0)
+    # e.g. "2h": keep the sandbox (its server running, paused) this long after the drill for
+    # investigation instead of tearing it down; `pitrdrill sandbox reap` removes it after.
+    keep: str | None = None
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            synthetic.parse_duration(value)
+        return value
+
+    def keep_seconds(self) -> float | None:
+        return None if self.keep is None else synthetic.parse_duration(self.keep).total_seconds()
 
 
 class Budget(BaseModel):
@@ -110,3 +123,11 @@ class DrillSpec(BaseModel):
     def automatic_fallback(self) -> list[str]:
         """The steps planning takes by itself; escalate is the workflow's (it waits)."""
         return [step for step in self.fallback if step != "escalate"]
+
+
+def refuse_unsafe_checks(spec: DrillSpec) -> None:
+    """CHECK_UNSAFE for SQL reaching server files or programs or switching role. Called where
+    a spec enters (the CLI, the workflow's first stage), not while decoding one: a workflow
+    must be able to read any spec it was given, and refuse it as a report."""
+    for check in spec.checks:
+        refuse_unsafe_check(check.name, check.sql)

@@ -43,6 +43,9 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python warnings (e.g. the workflow sandbox's) become JSON records too, not bare lines; the
+    # SDK core's own logs are forwarded by workers.client.sdk_runtime().
+    logging.captureWarnings(True)
     # The Temporal tracing interceptor (workers/client.py) creates spans on this provider. No
     # span processor or exporter is installed, so they are not sent anywhere yet.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):

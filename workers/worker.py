@@ -10,6 +10,7 @@ up its sandboxes' work again.
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from adapters.pgbackrest_cli import PgBackRest, PgBackRestRunner
 from adapters.pgbackrest_source import PgBackRestBackups
 from adapters.preflight import Preflight
 from adapters.reachability import ensure_reachable
+from adapters.sandbox_providers import ProviderSettings, SandboxProviders
 from adapters.sources import BackupSources
 from adapters.throughput_history import ThroughputHistory
 from adapters.wal_index import WalIndex
@@ -49,6 +51,7 @@ from workflows.drill import DrillWorkflow
 from workflows.recovery import RecoveryWorkflow
 
 TASK_QUEUE = "pitrdrill"
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class WorkerSettings:
     index_path: Path = Path("/var/tmp/pitrdrill/wal-index.sqlite")
     runtime: PostgresRuntime = PostgresRuntime()
     max_concurrent_activities: int = 16
+    # PITRDRILL_SANDBOX_PROVIDER (local | docker: a spec's sandbox.provider wins) and
+    # PITRDRILL_SANDBOX_IMAGE (docker, default pitrdrill/sandbox:15).
+    sandbox_provider: str = "local"
+    sandbox_image: str = "pitrdrill/sandbox:15"
 
     @property
     def host_queue(self) -> str:
@@ -73,8 +80,17 @@ class WorkerSettings:
             sandbox_root=Path(os.environ.get("PITRDRILL_SANDBOX_ROOT", str(cls.sandbox_root))),
             index_path=Path(os.environ.get("PITRDRILL_INDEX", str(cls.index_path))),
             runtime=PostgresRuntime.from_env(),
+            sandbox_provider=os.environ.get("PITRDRILL_SANDBOX_PROVIDER", cls.sandbox_provider),
+            sandbox_image=os.environ.get("PITRDRILL_SANDBOX_IMAGE", cls.sandbox_image),
         )
         return dataclasses.replace(settings, **overrides)
+
+
+def build_providers(settings: WorkerSettings) -> SandboxProviders:
+    """The sandbox providers of this host (adapters/sandbox_providers)."""
+    return SandboxProviders(ProviderSettings(
+        root=settings.sandbox_root, runtime=settings.runtime, host_id=settings.host_id,
+        default=settings.sandbox_provider, image=settings.sandbox_image))
 
 
 def build_sources(settings: WorkerSettings) -> BackupSources:
@@ -94,7 +110,8 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
     runtime = settings.runtime
     sources = build_sources(settings)
     ensure_reachable(settings.sandbox_root, runtime.os_user, setting="PITRDRILL_SANDBOX_ROOT")
-    sandboxes = SandboxActivities(runtime, settings.sandbox_root, settings.host_queue)
+    sandboxes = SandboxActivities(runtime, settings.sandbox_root, settings.host_queue,
+                                  build_providers(settings))
     planning = PlanningActivities(build_planner(settings, sources),
                                   ThroughputHistory(settings.index_path))
     probes = ProbeActivities(runtime, sources, WalIndex(PgWaldump(runtime),
@@ -115,6 +132,9 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
+        # Progress reaches the server each second (the SDK would wait 0.8 x the heartbeat
+        # timeout): a retry resumes from it, `drill status` shows it, a cancel arrives.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
     host = Worker(
         client,
@@ -134,6 +154,9 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
+        # Progress reaches the server each second (the SDK would wait 0.8 x the heartbeat
+        # timeout): a retry resumes from it, `drill status` shows it, a cancel arrives.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
     return [shared, host]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.probe import ProbeActivities
     from activities.targets import TargetActivities
+    from domain import checks as _checks  # noqa: F401  (a Check validator imports it lazily)
     from domain.bisect import (
         BisectReport,
         BisectRequest,
@@ -48,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         reading_zone,
     )
     from domain.errors import DrillError, ErrorCode
-    from domain.report import ErrorEntry
+    from domain.report import DrillReport, ErrorEntry
     from domain.stages import DrillProgress, Stage
     from workflows import options
     from workflows.drill import DrillWorkflow
@@ -87,6 +89,7 @@ class BisectWorkflow:
         workflow.upsert_search_attributes([PITR_TARGET_MODE.value_set("bisect")])
         try:
             try:
+                request.refuse_unsafe_predicate()
                 good_at, bad_at = request.good_target(), request.bad_target()
             except DrillError as error:
                 return path.finish(ErrorEntry.from_error(error))
@@ -97,9 +100,9 @@ class BisectWorkflow:
             planned = await self._plan(path, request, good_at)
             if isinstance(planned, ErrorEntry):
                 return path.finish(planned)
-            failure = await self._in_sandbox(path, request, planned)
-            if failure is None and not path.report.errors:
-                failure = await self._confirm(path, request)
+            failure, confirming = await self._in_sandbox(path, request, planned)
+            if confirming is not None:
+                failure = await self._confirmed(path, confirming)
             return path.finish(failure)
         except BaseException as exc:
             if is_cancellation(exc):
@@ -145,8 +148,10 @@ class BisectWorkflow:
 
     # --- in the sandbox ----------------------------------------------------------------------
 
-    async def _in_sandbox(self, path: RecoveryPath, request: BisectRequest,
-                          planned: BisectPlan) -> ErrorEntry | None:
+    async def _in_sandbox(self, path: RecoveryPath, request: BisectRequest, planned: BisectPlan
+                          ) -> tuple[ErrorEntry | None, ChildWorkflowHandle | None]:
+        """The probes; once the first bad commit is found the confirming drill is started,
+        and it runs while this sandbox is torn down."""
         sandbox: Sandbox | None = None
         stage = Stage.PROVISION
         try:
@@ -155,10 +160,13 @@ class BisectWorkflow:
             await path.restore(sandbox)
             stage = Stage.REPLAY
             async with path.stage(Stage.REPLAY):
-                return await self._bisect(path, request, planned, sandbox)
+                failure = await self._bisect(path, request, planned, sandbox)
+            if failure is not None or path.report.errors:
+                return failure, None
+            return None, await self._start_confirming(path, request)
         except ActivityError as exc:
             reraise_cancellation(exc)
-            return error_entry(exc, STAGE_CODE[stage])
+            return error_entry(exc, STAGE_CODE[stage]), None
         finally:
             if sandbox is not None:
                 await path.teardown(sandbox)
@@ -221,22 +229,32 @@ class BisectWorkflow:
 
     # --- the confirming drill ----------------------------------------------------------------
 
-    async def _confirm(self, path: RecoveryPath, request: BisectRequest) -> ErrorEntry | None:
+    async def _start_confirming(self, path: RecoveryPath,
+                                request: BisectRequest) -> ChildWorkflowHandle:
+        """One normal drill to the found target: a child DrillWorkflow, cancelled with this
+        bisection (it tears its own sandbox down then)."""
+        report: BisectReport = path.report  # type: ignore[assignment]
+        finding = report.finding
+        assert finding is not None
+        return await workflow.start_child_workflow(
+            DrillWorkflow.run, confirming_spec(request, finding),
+            id=f"{report.drill_id}-confirm", task_queue=workflow.info().task_queue,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            static_summary=f"bisect {report.drill_id}: the target before xid "
+                           f"{finding.first_bad.xid}, predicate expected false")
+
+    async def _confirmed(self, path: RecoveryPath,
+                         confirming: ChildWorkflowHandle) -> ErrorEntry | None:
         report: BisectReport = path.report  # type: ignore[assignment]
         search, finding = self._search, report.finding
         assert search is not None and finding is not None
-        child_id = f"{report.drill_id}-confirm"
         try:
             async with path.stage(Stage.CHECKS):
-                drill = await workflow.execute_child_workflow(
-                    DrillWorkflow.run, confirming_spec(request, finding), id=child_id,
-                    task_queue=workflow.info().task_queue,
-                    static_summary=f"bisect {report.drill_id}: confirm the target before xid "
-                                   f"{finding.first_bad.xid}")
+                drill: DrillReport = await confirming
         except ChildWorkflowError as exc:
             reraise_cancellation(exc.cause or exc)
             return ErrorEntry.from_error(DrillError(
-                ErrorCode.RECOVERY_FAILED, f"the confirming drill {child_id} failed: "
+                ErrorCode.RECOVERY_FAILED, f"the confirming drill {confirming.id} failed: "
                                            f"{exc.cause or exc}"))
         report.confirmation = drill
         report.recovered = drill.recovered
@@ -249,11 +267,11 @@ class BisectWorkflow:
         if drill.status != "verified":
             for error in drill.errors:
                 report.errors.append(error.model_copy(update={
-                    "message": f"confirming drill {child_id}: {error.message}"}))
+                    "message": f"confirming drill {confirming.id}: {error.message}"}))
             if not drill.errors:
                 return ErrorEntry.from_error(DrillError(
                     ErrorCode.RECOVERY_FAILED,
-                    f"the confirming drill {child_id} ended {drill.status}"))
+                    f"the confirming drill {confirming.id} ended {drill.status}"))
         return None
 
 

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.plan import verify_prediction
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
     from domain import synthetic
-    from domain.spec import DrillSpec
+    from domain.spec import DrillSpec, refuse_unsafe_checks
     from domain.stages import DrillProgress, Stage, StageTiming
     from domain.targets import TargetSpec, mode_label, resolve_target
     from workflows import options
@@ -117,6 +117,7 @@ class RecoveryPath:
     async def validate(self, spec: DrillSpec) -> None:
         report = self.report
         async with self.stage(Stage.RESOLVE):
+            refuse_unsafe_checks(spec)
             if spec.synthetic_target and not self._human_chose_target():
                 spec = self.spec = await self._synthetic(spec)
             resolved = await workflow.execute_activity_method(
@@ -245,10 +246,14 @@ class RecoveryPath:
         """On any host, or on the one whose queue is given (a recovery names its host)."""
         where = options.PROVISION_SANDBOX if host_queue is None else options.host_bound(
             options.PROVISION_SANDBOX, host_queue, self.spec.sandbox.host_wait_seconds)
+        # The provider, limits and keep the spec asks for; the archive a confined server sees.
+        request = request.model_copy(update={"options": self.spec.sandbox,
+                                             "source": self.spec.source})
         async with self.stage(Stage.PROVISION):
             sandbox = await workflow.execute_activity_method(
                 SandboxActivities.provision, request, **where)
         self.progress.sandbox_task_queue = sandbox.task_queue
+        self.report.isolation = sandbox.isolation
         return sandbox
 
     async def restore(self, sandbox: Sandbox) -> None:
@@ -275,6 +280,9 @@ class RecoveryPath:
                 **self.on_host(sandbox, options.REPLAY_TO_TARGET))
         recovered: Recovered = replayed.recovered
         report.recovered = recovered
+        if report.isolation is not None:
+            report.isolation.warnings = list(dict.fromkeys(
+                report.isolation.warnings + replayed.isolation_warnings))
         assert report.plan is not None
         mismatch = verify_prediction(
             report.plan.predicted, recovered.replay_lsn, recovered.last_commit_time,

@@ -34,7 +34,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@dataclass
+@dataclass(eq=False)
 class Process:
     """One child process in its own session, output to a log file."""
 
@@ -88,6 +88,7 @@ class Processes:
     """Everything started by the tests, so that a finalizer can kill it all."""
 
     started: list[Process] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     def add(self, process: Process) -> Process:
         self.started.append(process)
@@ -135,7 +136,7 @@ class TemporalServer:
             self.process.kill()
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerProcess:
     """`pitrdrill worker` for one host id: shared queue + `<queue>@<host id>`."""
 
@@ -163,6 +164,8 @@ class WorkerProcess:
         """Start and wait until both its workers poll (it logs "worker started" then)."""
         before = self.log.stat().st_size if self.log.exists() else 0
         self.generations += 1
+        if self not in self.processes.workers:
+            self.processes.workers.append(self)
         self.process = self.processes.add(
             Process(f"worker {self.host_id}", [*PITRDRILL, "worker"], self.env(), self.log).start())
         deadline = time.monotonic() + timeout_s

@@ -196,8 +196,9 @@ class Drills:
     """Starts a test's drills; whatever still runs when the test ends (it failed) is
     cancelled, so that its sandbox is torn down before the next test."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, processes: Processes) -> None:
         self.client = client
+        self.processes = processes
         self.started: list[str] = []
 
     async def start(self, spec: DrillSpec, name: str, task_queue: str) -> str:
@@ -206,19 +207,30 @@ class Drills:
         return await api.start_drill(self.client, spec, drill_id, task_queue)
 
     async def cancel_unfinished(self) -> None:
-        for drill_id in self.started:
+        running = [drill_id for drill_id in self.started if await self._running(drill_id)]
+        if running:  # the test failed: its drills' hosts must be up to tear down
+            for host in self.processes.workers:
+                if not host.running():
+                    await host.start()
+        for drill_id in running:
             handle = self.client.get_workflow_handle(drill_id)
             try:
-                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                    await handle.cancel()
-                    await asyncio.wait_for(handle.result(), 60)
+                await handle.cancel()
+                await asyncio.wait_for(handle.result(), 60)
             except Exception:  # cancelled, or beyond saving: the area's finalizer reports it
                 pass
 
+    async def _running(self, drill_id: str) -> bool:
+        try:
+            description = await self.client.get_workflow_handle(drill_id).describe()
+        except Exception:
+            return False
+        return description.status == WorkflowExecutionStatus.RUNNING
+
 
 @pytest_asyncio.fixture
-async def drills(client: Client):
-    started = Drills(client)
+async def drills(client: Client, processes: Processes):
+    started = Drills(client, processes)
     yield started
     await started.cancel_unfinished()
 
@@ -366,7 +378,8 @@ async def strike_mid_restore(client: Client, drill_id: str, root: Path) -> Strik
 async def strike_mid_replay(client: Client, drill_id: str, root: Path,
                             runtime: PostgresRuntime) -> Strike:
     """Wait until the drill is in replay and its sandbox server has replayed some WAL but is
-    not yet at the target (not paused)."""
+    not yet at the target (not paused). The LSN is the server's own: the heartbeat's is as
+    stale as its byte count."""
     seen: set[str] = set()
     deadline = time.monotonic() + STRIKE_TIMEOUT_S
     while time.monotonic() < deadline:

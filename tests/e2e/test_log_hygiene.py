@@ -3,7 +3,9 @@ SDK core's own warnings (ANSI-coloured console lines by default) are forwarded t
 
 Found out: with TEMPORAL_ADDRESS on a closed port the worker does not retry, it exits 3 at once
 (before the core logs anything). The core's warnings come when the server goes away under a
-running worker: its polls are retried, and from the sixth retry on each one is logged.
+running worker: its polls are retried, and from the sixth retry on each one is logged. Left to
+itself the core writes them to stdout, so both streams are read here, as a container runtime
+collects them.
 """
 
 from __future__ import annotations
@@ -69,23 +71,24 @@ def test_a_worker_on_a_closed_port_exits_3_at_once_with_json_only(work_root: Pat
     json_lines(done.stderr)
 
 
-def test_core_warnings_while_the_server_is_down_are_json_lines(work_root: Path):
+def test_core_warnings_while_the_server_is_down_are_json_lines_on_stderr(work_root: Path):
     port = free_port()
     server = subprocess.Popen(
         dev_server_command(work_root / f"hygiene-{port}.sqlite", port, free_port()),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stderr_file = work_root / f"hygiene-worker-{port}.err"
+    stdout_file = work_root / f"hygiene-worker-{port}.out"
     worker = None
     try:
         wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 60,
                  "the dev server")
-        with stderr_file.open("w") as sink:
-            worker = subprocess.Popen(WORKER, stdout=subprocess.DEVNULL, stderr=sink, cwd=REPO,
+        with stderr_file.open("w") as errors, stdout_file.open("w") as out:
+            worker = subprocess.Popen(WORKER, stdout=out, stderr=errors, cwd=REPO,
                                       env=worker_env(work_root, f"127.0.0.1:{port}"))
         wait_for(lambda: "worker started" in stderr_file.read_text(), 60, "the worker")
         os.killpg(server.pid, signal.SIGKILL)  # the server and anything it started
         server.wait(10)
-        wait_for(lambda: "retried" in stderr_file.read_text(), 90,
+        wait_for(lambda: "retried" in stderr_file.read_text() + stdout_file.read_text(), 90,
                  "the core to log a retried poll")
     finally:
         if server.poll() is None:
@@ -98,6 +101,7 @@ def test_core_warnings_while_the_server_is_down_are_json_lines(work_root: Path):
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait(10)
+    assert stdout_file.read_text() == ""
     records = json_lines(stderr_file.read_text())
     core = [r for r in records if r.get("logger") == "temporalio.core"]
     assert core, records

@@ -149,3 +149,22 @@ def test_a_recovery_to_latest_is_refused_at_the_spec():
         RecoverySpec.model_validate({
             "database": "d", "source": {"base_backups": "/b", "wal_archive": "/w"},
             "target": {"latest": True}, "destination": "/var/tmp/x"})
+
+
+async def test_an_approval_whose_port_is_taken_fails_promotion_typed(
+        temporal_env, worker, scenario, destination):
+    client = temporal_env.client
+    recovery_id = await api.start_recovery(client, _spec(scenario, destination),
+                                           task_queue=worker.task_queue)
+    await _until_waiting(client, recovery_id)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        await api.approve_promotion(client, recovery_id, Approval(
+            by="sre", reason="try", listen_addresses="127.0.0.1", port=port))
+        report = await api.recovery_result(client, recovery_id)
+    assert report.status == "failed" and report.promotion is None
+    assert [e.code for e in report.errors] == ["PROMOTION_FAILED"]
+    assert str(port) in report.errors[0].message
+    assert "promote" in report.metrics.failed_stages

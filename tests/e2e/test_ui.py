@@ -129,7 +129,8 @@ def _start_from_the_form(base: str, drill_id: str, input_file: Path, screenshot:
                  if b.text.strip() == "Start Workflow"][-1]
         assert start.is_enabled()
         start.click()
-        time.sleep(0.5)
+        _wait(browser, lambda: "Workflow started successfully" in browser.find_element(
+            By.TAG_NAME, "body").text, 10, "the UI to say the workflow started")
         browser.save_screenshot(str(screenshot))
     finally:
         browser.quit()

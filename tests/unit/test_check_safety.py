@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from domain.checks import sql_tokens, unsafe_construct
+from domain.checks import refuse_unsafe_check, sql_tokens, unsafe_construct
 from domain.errors import DrillError, ErrorCode
-from domain.spec import Check, DrillSpec
+from domain.spec import DrillSpec, refuse_unsafe_checks
 
 REFUSED = [
     ("select pg_read_file('/etc/hostname')", "pg_read_file()"),
@@ -92,7 +92,7 @@ def test_allowed(sql: str):
 
 def test_a_check_with_unsafe_sql_is_refused_naming_the_check_and_the_construct():
     with pytest.raises(DrillError) as raised:
-        Check(name="hostname", sql="select pg_read_file('/etc/hostname')", expect="x")
+        refuse_unsafe_check("hostname", "select pg_read_file('/etc/hostname')")
     error = raised.value
     assert error.code == ErrorCode.CHECK_UNSAFE and error.kind == "input"
     assert error.message == ("check 'hostname' uses pg_read_file() (reads or writes files on "
@@ -101,15 +101,17 @@ def test_a_check_with_unsafe_sql_is_refused_naming_the_check_and_the_construct()
 
 
 def test_the_whole_spec_is_refused_before_anything_exists():
+    # Decoding never refuses (a workflow must read any spec it gets and refuse it as a
+    # report); the spec's entry points call refuse_unsafe_checks.
     with pytest.raises(DrillError) as raised:
-        DrillSpec.model_validate({
+        refuse_unsafe_checks(DrillSpec.model_validate({
             "database": "shop",
             "source": {"kind": "filesystem", "base_backups": "/b", "wal_archive": "/w"},
             "target": {"latest": True},
             "checks": [{"name": "fine", "sql": "select count(*) from orders", "expect": 1},
                        {"name": "sneaky", "expect": 1,
                         "sql": "select 1; copy (select 1) to program 'id > /tmp/x'"}],
-        })
+        }))
     assert raised.value.code == ErrorCode.CHECK_UNSAFE
     assert "'sneaky'" in raised.value.message and "more than one statement" in raised.value.message
 

@@ -60,7 +60,7 @@ def bisect_request(spec: DrillSpec, bad_when: str, good_at: str | None = None,
                                 relation=relation)
     except ValidationError as exc:
         raise DrillError(ErrorCode.SPEC_INVALID, str(exc)) from None
-    return request.validated()
+    return request.validated(datetime.now(timezone.utc))
 
 
 async def start_bisect(client: Client, request: BisectRequest, bisect_id: str | None = None,

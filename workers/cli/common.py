@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from domain.errors import DrillError, ErrorCode
 from domain.report import ErrorEntry
-from domain.spec import DrillSpec
+from domain.spec import DrillSpec, refuse_unsafe_checks
 from workers.client import connect
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 3, 4
@@ -51,13 +51,17 @@ def load_spec(path: str, model: type[DrillSpec] = DrillSpec, **overrides) -> Dri
         fields = yaml.safe_load(raw.decode("utf-8"))
         if overrides and isinstance(fields, dict):
             fields.update({k: v for k, v in overrides.items() if v is not None})
-        return model.model_validate(fields)
+        spec = model.model_validate(fields)
+        refuse_unsafe_checks(spec)
+        return spec
     except UnicodeDecodeError as exc:
         raise refusal(DrillError(ErrorCode.SPEC_INVALID,
                                  f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
                                  "Save the spec as UTF-8 YAML or JSON.")) from None
     except (OSError, yaml.YAMLError) as exc:
         raise refusal(DrillError(ErrorCode.SPEC_INVALID, f"cannot read {path}: {exc}")) from None
+    except DrillError as error:
+        raise refusal(error) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()

@@ -12,7 +12,7 @@ import json
 
 from domain.errors import DrillError, ErrorCode
 from domain.synthetic import FORMS, parse_duration
-from domain.timeparse import format_utc
+from domain.timeparse import format_utc, load_zone
 from workers import schedules
 from workers.cli.common import EXIT_OK, add_json, connected, load_spec, refusal
 from workers.worker import WorkerSettings
@@ -33,7 +33,10 @@ def _text(schedule: schedules.DrillSchedule, full: bool) -> str:
                  + (" (synthetic: each run picks its own instant)"
                     if schedule.synthetic_target else ""))
     if schedule.next_runs:
-        lines.append(f"  next         {format_utc(schedule.next_runs[0])}")
+        upcoming = schedule.next_runs[0]
+        local = f" (= {upcoming.astimezone(load_zone(schedule.timezone)):%Y-%m-%d %H:%M:%S} " \
+                f"{schedule.timezone})" if schedule.timezone else ""
+        lines.append(f"  next         {format_utc(upcoming)}{local}")
     if full:
         lines.append(f"  policy       overlap {schedule.overlap}, catch-up window "
                      f"{schedule.catchup_window_seconds or 0:g}s; task queue "

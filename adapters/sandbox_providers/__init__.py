@@ -1,0 +1,290 @@
+"""Sandbox providers: where and how a sandbox's PostgreSQL runs.
+
+A provider completes a sandbox's record at provision (is it confined, what it sees of the
+host, its limits, what isolation holds), hands out its server (the PostgresServer interface:
+start with a settings dict, stop, pid, connect over the sandbox's unix socket, read its log),
+tears it down, and lists what it holds on this host so that `pitrdrill sandbox reap` can
+remove what a drill left behind. The workflow and the activities see only this interface.
+
+- `local` (local.py): a PostgreSQL process of this host. As root it runs confined: its own
+  network namespace (no interface up: nothing in or out) and its own mount namespace (only
+  the system directories, read-only, its sandbox directory and the archive, read-only).
+- `docker` (docker.py): a container of `pitrdrill/sandbox:15` with no network, the sandbox
+  directory bind-mounted (its unix socket is reachable from the host), the archive read-only,
+  and the spec's memory, CPU and pids limits.
+
+Every provider starts its server with the hardened preload libraries (see
+domain.sandbox.preload_settings), read from the restored configuration at each start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+import structlog
+
+from adapters.pg_runtime import PostgresRuntime
+from domain.errors import DrillError, ErrorCode
+from domain.sandbox import PRELOAD_SETTINGS, Sandbox, preload_settings
+from domain.spec import BackupSource, SandboxOptions
+
+_log = structlog.get_logger("pitrdrill.sandbox")
+
+RECORD = "sandbox.json"
+WARNINGS_FILE = "isolation-warnings.json"
+# Replay writes WAL segments fetched from the archive into pg_wal (and, once promoted, new
+# ones): room for that beyond the restored files.
+REPLAY_HEADROOM_BYTES = 64 * 1024 * 1024
+
+
+class SandboxServer(Protocol):
+    """The PostgresServer interface every provider's server has."""
+
+    data_dir: Path
+    socket_dir: Path
+    port: int
+    log_file: Path
+
+    def start(self, settings: dict[str, str], wait: bool = True, timeout_s: int = 60) -> None: ...
+
+    def stop(self, mode: str = "fast") -> None: ...
+
+    def pid(self) -> int | None: ...
+
+    def conninfo(self, dbname: str = "postgres", user: str = "postgres") -> str: ...
+
+    def connect(self, dbname: str = "postgres", user: str = "postgres") -> psycopg.Connection: ...
+
+    def log_size(self) -> int: ...
+
+    def log_since(self, offset: int) -> str: ...
+
+    def log_tail(self, max_bytes: int = 4000) -> str: ...
+
+    def isolation_warnings(self) -> list[str]: ...
+
+
+@dataclass
+class HeldSandbox:
+    """What a provider holds on this host for one drill: a directory, a server, a container."""
+
+    drill_id: str
+    provider: str
+    root: str | None = None
+    created_at: datetime | None = None
+    kept_until: datetime | None = None
+    purpose: str = "drill"
+    complete: bool = True  # False: provision was cut short (no sandbox.json yet)
+    server_pid: int | None = None
+    containers: list[str] = field(default_factory=list)
+    container_state: str | None = None
+
+    def age_seconds(self, now: datetime) -> float | None:
+        return None if self.created_at is None else (now - self.created_at).total_seconds()
+
+    def as_json(self, now: datetime) -> dict:
+        return {
+            "drill_id": self.drill_id, "provider": self.provider, "root": self.root,
+            "purpose": self.purpose, "complete": self.complete,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "age_seconds": round(age, 1) if (age := self.age_seconds(now)) is not None else None,
+            "kept_until": self.kept_until.isoformat() if self.kept_until else None,
+            "server_pid": self.server_pid, "containers": self.containers,
+            "container_state": self.container_state,
+        }
+
+
+class SandboxProvider(Protocol):
+    name: str
+
+    def provision(self, sandbox: Sandbox, options: SandboxOptions,
+                  source: BackupSource | None) -> Sandbox:
+        """The sandbox record completed for this provider (confinement, mounts, limits,
+        isolation). Raises SANDBOX_PROVIDER_UNAVAILABLE before anything is created."""
+        ...
+
+    def server(self, sandbox: Sandbox) -> SandboxServer: ...
+
+    def teardown(self, sandbox: Sandbox) -> int | None:
+        """Stop the server and release what the provider holds (not the directory); the pid
+        that was stopped. Raises while the server is still running (the activity retries)."""
+        ...
+
+    def held(self) -> list[HeldSandbox]:
+        """Everything this provider holds on this host (for `sandbox list` / `reap`)."""
+        ...
+
+    def release(self, held: HeldSandbox) -> None:
+        """Stop and remove what `held` names (not the directory)."""
+        ...
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+PROVIDER_NAMES = ("local", "docker")
+DEFAULT_IMAGE = "pitrdrill/sandbox:15"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """How a worker runs sandboxes; from the environment (PITRDRILL_SANDBOX_*)."""
+
+    root: Path = Path("/var/tmp/pitrdrill/sandboxes")
+    runtime: PostgresRuntime = field(default_factory=PostgresRuntime)
+    default: str = "local"  # PITRDRILL_SANDBOX_PROVIDER
+    image: str = DEFAULT_IMAGE  # PITRDRILL_SANDBOX_IMAGE
+    host_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.default not in PROVIDER_NAMES:
+            raise DrillError(ErrorCode.SANDBOX_PROVIDER_UNAVAILABLE,
+                             f"PITRDRILL_SANDBOX_PROVIDER={self.default!r}: not one of "
+                             f"{', '.join(PROVIDER_NAMES)}")
+
+
+class SandboxProviders:
+    """The providers of one worker, by name; a provider is built when first asked for (the
+    docker SDK is only imported, and the daemon only reached, when docker is used)."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self._built: dict[str, SandboxProvider] = {}
+
+    @property
+    def default(self) -> str:
+        return self.settings.default
+
+    def get(self, name: str | None = None) -> SandboxProvider:
+        name = name or self.settings.default
+        if name not in self._built:
+            if name == "local":
+                from adapters.sandbox_providers.local import LocalProvider
+                self._built[name] = LocalProvider(self.settings)
+            elif name == "docker":
+                from adapters.sandbox_providers.docker import DockerProvider
+                self._built[name] = DockerProvider(self.settings)
+            else:
+                raise DrillError(ErrorCode.SANDBOX_PROVIDER_UNAVAILABLE,
+                                 f"no sandbox provider {name!r} (known: "
+                                 f"{', '.join(PROVIDER_NAMES)})")
+        return self._built[name]
+
+
+_BY_RUNTIME: dict[PostgresRuntime, SandboxProviders] = {}
+
+
+def providers_for(runtime: PostgresRuntime) -> SandboxProviders:
+    """The providers a sandbox record needs to be served again (server_of): everything a
+    server needs is in the record, so these need no worker configuration."""
+    if runtime not in _BY_RUNTIME:
+        _BY_RUNTIME[runtime] = SandboxProviders(ProviderSettings(runtime=runtime))
+    return _BY_RUNTIME[runtime]
+
+
+def server_for(sandbox: Sandbox, runtime: PostgresRuntime) -> SandboxServer:
+    return providers_for(runtime).get(sandbox.provider).server(sandbox)
+
+
+# --- what every provider shares ----------------------------------------------------------------
+
+
+def restored_preload(runtime: PostgresRuntime, data_dir: Path) -> dict[str, str | None]:
+    """The *_preload_libraries values the restored configuration files give, as PostgreSQL
+    itself reads them (`postgres -C`: includes, postgresql.auto.conf, quoting); None for one
+    it could not read. Nothing is loaded by `-C`."""
+    values: dict[str, str | None] = {}
+    for setting in PRELOAD_SETTINGS:
+        done = runtime.run("postgres", "-D", str(data_dir), "-C", setting, check=False,
+                           timeout=30)
+        values[setting] = done.stdout.strip() if done.returncode == 0 else None
+        if done.returncode != 0:
+            _log.warning("restored configuration unreadable", setting=setting,
+                         error=done.stderr.strip()[-300:])
+    return values
+
+
+def hardened(runtime: PostgresRuntime, sandbox: Sandbox,
+             settings: dict[str, str]) -> dict[str, str]:
+    """`settings` plus the preload libraries the sandbox may load; the warnings are written
+    beside the sandbox for the replay's report (isolation_warnings)."""
+    preload, warnings = preload_settings(restored_preload(runtime, Path(sandbox.data_dir)))
+    write_json(Path(sandbox.root) / WARNINGS_FILE, warnings)
+    for warning in warnings:
+        _log.warning("sandbox hardening", change=warning)
+    return {**settings, **preload}
+
+
+def recorded_warnings(sandbox: Sandbox) -> list[str]:
+    try:
+        return list(json.loads((Path(sandbox.root) / WARNINGS_FILE).read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def write_json(path: Path, value) -> None:
+    """Written whole or not at all: a worker killed mid-write leaves the previous file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def read_record(root: Path) -> Sandbox | None:
+    try:
+        return Sandbox.model_validate_json((root / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(sandbox: Sandbox) -> None:
+    write_json(Path(sandbox.root) / RECORD, sandbox.model_dump(mode="json"))
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on path's file system (root's reserve
+    excluded: the server writes as its OS user)."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def used_bytes(path: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def ensure_free_space(data_dir: Path, backup_bytes: int) -> None:
+    """SANDBOX_NO_SPACE, with the numbers, when the backup (less what a retry finds already
+    restored) and the replay headroom do not fit where the sandbox's data goes."""
+    present = used_bytes(data_dir) if data_dir.exists() else 0
+    needed = max(backup_bytes - present, 0) + REPLAY_HEADROOM_BYTES
+    free = free_bytes(data_dir if data_dir.exists() else data_dir.parent)
+    if free < needed:
+        raise DrillError(
+            ErrorCode.SANDBOX_NO_SPACE,
+            f"{data_dir}: needs {needed} bytes ({_mib(needed)}: backup {backup_bytes}, already "
+            f"restored {present}, replay headroom {REPLAY_HEADROOM_BYTES}), free {free} bytes "
+            f"({_mib(free)})")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def remove_dir(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
