@@ -50,8 +50,8 @@ test-e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
 # The compose stack (docker-compose.yml) up, a real drill through it, and down -v.
-test-docker: images docker-tools
-	$(PY) -m pytest -q tests/docker
+test-docker: docker-tools images $(STAMP)
+	PITRDRILL_REQUIRE_DOCKER=1 $(PY) -m pytest -q tests/docker
 
 docs: setup
 	$(PY) -m domain.errors > docs/errors.md
@@ -74,7 +74,7 @@ PG_UID := $(shell id -u postgres 2>/dev/null || echo 999)
 PG_GID := $(shell id -g postgres 2>/dev/null || echo 999)
 PG_IDS := --build-arg PG_UID=$(PG_UID) --build-arg PG_GID=$(PG_GID)
 
-images: images-base
+images:
 	@$(MAKE) --no-print-directory -j3 images-primary images-temporal images-worker
 
 docker-tools:

@@ -6,9 +6,10 @@ read-only. PostgreSQL 15 reads recovery_target_* only at start, so every probe i
 
 - forward (a target after where the server stands): the paused server takes a restartpoint
   (CHECKPOINT on a standby), stops immediately, and starts again with the new target; replay
-  goes on from that restartpoint, not from the base backup. (A fast shutdown of a paused
-  standby waits out the pause loop's one-second sleep; after the restartpoint an immediate one
-  loses nothing that replay does not redo.)
+  goes on from that restartpoint (the last checkpoint record replayed), not from the base
+  backup. (A fast shutdown of a paused standby waits out the pause loop's one-second sleep;
+  after the restartpoint an immediate one loses nothing that replay does not redo.) The pause
+  is awaited on the server's log, then confirmed as a drill's replay confirms it.
 - backward: the data directory is first made a copy of the last clean state again. That copy
   (`<sandbox>/good`, removed with the sandbox) is taken after a clean probe: the first time a
   full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime;
@@ -96,8 +97,15 @@ CANDIDATES_FILE = "bisect-candidates.json"
 GOOD_STATE_DIR = "good"
 BOOT_ID_FILE = "bisect-boot-id"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-_FAST_RESTARTS = "# pitrdrill bisect: probes restart often; the sandbox is disposable\nfsync = 'off'\n"
+_FAST_RESTARTS = ("# pitrdrill bisect: probes restart often; the sandbox is disposable\n"
+                  "fsync = 'off'\n")
 _STOP_TIMEOUT_S = 30.0
+_LOG_WAIT_S = 5.0
+# The good bound lies before the backup chosen for the bad one: an older backup may reach it.
+_BEFORE_BACKUP = {ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP, ErrorCode.UNKNOWN_XID,
+                  ErrorCode.UNKNOWN_RESTORE_POINT}
+_PAUSED_LINES = ("pausing at the end of recovery", "ready to accept read-only connections")
+_LISTS_CACHED = 8  # candidate lists kept in memory (each is also in its sandbox)
 _HEAP_RMGRS = ("--rmgr=Heap", "--rmgr=Heap2")
 
 
@@ -305,7 +313,7 @@ class ProbeActivities:
         try:
             good_predicted = archive.predict(plan.backup, good, archive.wal_break(plan.backup))
         except DrillError as error:
-            if error.code != ErrorCode.TARGET_BEFORE_EARLIEST_BACKUP or request.good is None:
+            if error.code not in _BEFORE_BACKUP or request.good is None:
                 raise
             # The newest backup before the bad bound is after the good one: take the newest
             # that reaches the good bound, if its WAL reaches the bad bound too.
@@ -372,7 +380,7 @@ class ProbeActivities:
             commits=commits, candidates=chosen,
             good_last=_commit(found.before_first) if found.before_first else None)
         listed.save(Path(request.sandbox.root) / CANDIDATES_FILE)
-        self._lists[request.sandbox.root] = listed
+        self._remember(request.sandbox.root, listed)
         require_candidates(len(chosen), request.relation, len(commits))
         return CandidatesResult(
             candidates=len(chosen), commits=len(commits), aborted=found.aborted,
@@ -408,11 +416,17 @@ class ProbeActivities:
             relation=request.relation, locator=str(locator), scanned_from_lsn=format_lsn(start),
             scanned_to_lsn=format_lsn(end), commits_between=0, candidates=0)
 
+    def _remember(self, root: str, listed: _CandidateList) -> None:
+        self._lists.pop(root, None)
+        self._lists[root] = listed
+        while len(self._lists) > _LISTS_CACHED:  # the oldest bisections' lists go first
+            self._lists.pop(next(iter(self._lists)))
+
     def _candidates(self, sandbox: Sandbox) -> _CandidateList:
         listed = self._lists.get(sandbox.root)
         if listed is None:  # a restarted worker: read back what the listing wrote
-            listed = self._lists[sandbox.root] = _CandidateList.load(
-                Path(sandbox.root) / CANDIDATES_FILE)
+            listed = _CandidateList.load(Path(sandbox.root) / CANDIDATES_FILE)
+            self._remember(sandbox.root, listed)
         return listed
 
     @activity.defn(name="probe_before")
@@ -430,6 +444,10 @@ class ProbeActivities:
             if not result.reattached:
                 stop_for_restart(server, request.database, request.db_user)
                 fast_restarts(request.sandbox, self._runtime)
+                log_from = server.log_size()
+                self._replay._start(server, replay, target)
+                beat.progress.started = True
+                await_pause_in_log(server, log_from)
             replayed = self._replay._replay(replay, beat.progress)
         recovered = replayed.recovered
         _check_stop(target, recovered.stop_reason, recovered.replay_lsn, expected_lsn)
@@ -539,6 +557,19 @@ def _check_stop(target: ResolvedTarget, stop_reason: str | None, replay_lsn: str
 def expected_stop(commit_lsn: str) -> str:
     """pg_last_wal_replay_lsn() paused just before the commit record at `commit_lsn`."""
     return format_lsn(end_before(parse_lsn(commit_lsn)))
+
+
+def await_pause_in_log(server: PostgresServer, log_from: int,
+                       within_s: float = _LOG_WAIT_S) -> None:
+    """Until the server's log says it paused at the target and takes read-only connections
+    (or it stopped, or a short while passed): reading the log costs the server nothing, where
+    each connection attempt is a backend forked. The replay's own wait then confirms it."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and server.pid() is not None:
+        said = server.log_since(log_from)
+        if all(line in said for line in _PAUSED_LINES):
+            return
+        time.sleep(0.005)
 
 
 def stop_for_restart(server: PostgresServer, database: str, user: str) -> None:

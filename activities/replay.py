@@ -31,9 +31,16 @@ _log = structlog.get_logger("pitrdrill.replay")
 _STOP_LINE = re.compile(r"^.*(recovery stopping .*)$", re.MULTILINE)
 _STARTUP_GRACE_S = 30.0
 _DIED_AFTER_S = 1.0
-# What a server says while it is starting or not yet consistent: worth waiting for.
+# What a server says while it is starting or not yet consistent, or while it goes down (the
+# main loop then reads why from its log): worth waiting for.
 _NOT_YET = ("starting up", "not yet accepting connections", "No such file or directory",
-            "Connection refused", "shutting down")
+            "Connection refused", "shutting down",
+            # The startup process failed (e.g. the archive ended before the target): the
+            # postmaster is killing its children and refuses new connections until it exits.
+            "server closed the connection unexpectedly", "in recovery mode",
+            "terminating connection because of crash of another server process")
+# A refusal the server gives while it is stopping on its way out: its exit says more.
+_GOING_AWAY_S = 3.0
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 _STATE_SQL = """
 SELECT pg_is_in_recovery(),
@@ -41,6 +48,44 @@ SELECT pg_is_in_recovery(),
        pg_last_wal_replay_lsn()::text,
        pg_last_xact_replay_timestamp()
 """
+
+
+# Lines after which the server's state is worth reading at once: it paused, promoted, or is
+# stopping (PostgreSQL 15's wording). Between them the state is read with backoff.
+_WAKE_LINES = ("recovery has paused", "pausing at the end of recovery", "recovery stopping ",
+               "database system is ready to accept", "consistent recovery state reached",
+               "shutdown at recovery target", "database system is shut down", "FATAL:",
+               "PANIC:", "terminating any other active server processes")
+_LOG_LOOK_S = 0.01  # how often the log's size is looked at while waiting
+_AFTER_WAKE_S = 0.01  # the next state reads after a wake line come this soon
+
+
+class _LogWatch:
+    """Notices, from the server's log, the moment worth reading its state: the size is
+    looked at every 10 ms (a stat), new text read only when it grew."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._offset = server.log_size()
+        self._partial = ""
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True as soon as a wake line was logged."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._server.log_size() > self._offset and self._woken():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(_LOG_LOOK_S, left))
+
+    def _woken(self) -> bool:
+        text = self._server.log_since(self._offset)
+        self._offset += len(text.encode(errors="replace"))
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()  # not finished yet: looked at again with the rest
+        return any(wake in line for line in lines for wake in _WAKE_LINES)
 
 
 def _stop_reason(log: str) -> str | None:
@@ -70,8 +115,21 @@ def _read_state(server: PostgresServer, database: str, user: str) -> tuple | Non
             raise DrillError(ErrorCode.DATABASE_NOT_FOUND,
                              f"database {database!r} is not in the backup (at its consistent "
                              f"point); databases: {names}") from None
+        if _going_away(server):
+            return None  # stopped: the main loop classifies its exit from the complete log
         raise DrillError(ErrorCode.RECOVERY_FAILED,
                          f"the sandbox server refuses the connection as {user!r}: {text}") from exc
+
+
+def _going_away(server: PostgresServer) -> bool:
+    """Whether the postmaster exits within a moment: a refusal while it shuts down (after
+    its startup process failed) says nothing about why; the log it leaves does."""
+    deadline = time.monotonic() + _GOING_AWAY_S
+    while server.pid() is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _existing(server: PostgresServer, user: str, sql: str) -> str:
@@ -157,6 +215,7 @@ class ReplayActivities:
         """`progress` is the heartbeated model: updated in place as replay moves."""
         server = server_of(request.sandbox, self._runtime)
         started = time.perf_counter()
+        watch = _LogWatch(server)
         if server.pid() is None and not progress.started:
             self._start(server, request, request.target)
             progress.started = True
@@ -182,5 +241,8 @@ class ReplayActivities:
                         isolation_warnings=server.isolation_warnings(),
                     )
             progress.polls += 1
-            time.sleep(interval)
-            interval = min(interval * 1.5, self._max_poll_interval_s)
+            # Paused, promoted or stopping is read the moment the server logs it.
+            if watch.wait(interval):
+                interval = _AFTER_WAKE_S
+            else:
+                interval = min(interval * 1.5, self._max_poll_interval_s)

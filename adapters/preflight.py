@@ -4,8 +4,11 @@ backups and archive; writes only the index cache, which lives outside both."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -14,7 +17,7 @@ from adapters.sources import BackupSources
 from adapters.throughput_history import ThroughputHistory
 from adapters.wal_archive import list_archive
 from adapters.wal_index import IndexResult, WalIndex
-from domain.catalog import BaseBackup
+from domain.catalog import BaseBackup, candidate_backups
 from domain.continuity import WalBreak, diverged, first_break, require_timeline
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
@@ -33,6 +36,7 @@ from domain.spec import BackupSource, DrillSpec
 from domain.targets import ResolvedTarget
 from domain.timelines import choose_timeline, on_timeline
 
+_MANIFESTS = ("backup_manifest", "backup.manifest")
 # Until this machine has measured a drill: deliberately modest rates, so budgets err safe.
 DEFAULT_RESTORE_MB_PER_S = 50.0
 DEFAULT_REPLAY_MB_PER_S = 20.0
@@ -121,6 +125,24 @@ class IndexedArchive:
                    and (through is None or e.start <= through))
 
 
+def backup_fingerprint(backup: BaseBackup) -> str | None:
+    """What a verification verdict holds for: the backup's manifest (pg_basebackup's
+    backup_manifest, pgBackRest's backup.manifest) by its SHA-256, and its files by count,
+    bytes and newest mtime, so that a file changed, added or removed since is verified again.
+    None without a manifest (nothing to verify against, nothing cached)."""
+    root = Path(backup.path)
+    manifest = next((root / name for name in _MANIFESTS if (root / name).is_file()), None)
+    if manifest is None:
+        return None
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    files = size = newest = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            stat = os.lstat(os.path.join(directory, name))
+            files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return f"{digest}:{files}:{size}:{newest}"
+
+
 class Preflight:
     def __init__(self, sources: BackupSources, index: WalIndex,
                  throughput: ThroughputHistory) -> None:
@@ -128,16 +150,51 @@ class Preflight:
         self._index = index
         self._throughput = throughput
 
+    def _verify(self, adapter, source: BackupSource, backup: BaseBackup) -> DrillError | None:
+        """The source's verification of `backup`, once per manifest and file set: a pass is
+        remembered in the WAL index's store (outside every backup repository), a failure is
+        not (it is verified again, so a repaired backup or a passing retry counts)."""
+        fingerprint = backup_fingerprint(backup)
+        store = self._index.store
+        if fingerprint is not None and (known := store.backup_verification(
+                backup.path, fingerprint)) is not None and known[0]:
+            return None
+        verdict = adapter.verify(source, backup)
+        if verdict is None and fingerprint is not None:
+            store.record_backup_verification(backup.path, fingerprint, True)
+        return verdict
+
+    def _verify_early(self, early: ThreadPoolExecutor, adapter, source: BackupSource,
+                      backups: list[BaseBackup], request: PlanRequest
+                      ) -> Callable[[BaseBackup], DrillError | None]:
+        """Verification of the backup the plan most likely picks (the newest that ended
+        before the target) starts now, beside the indexing; any other is verified when asked."""
+        if not request.options.verify_backup:
+            return lambda backup: self._verify(adapter, source, backup)
+        try:
+            likely = candidate_backups(backups, request.target)[0]
+        except DrillError:  # the plan refuses it, and says why
+            return lambda backup: self._verify(adapter, source, backup)
+        pending = early.submit(self._verify, adapter, source, likely)
+        return lambda backup: pending.result() if backup is likely \
+            else self._verify(adapter, source, backup)
+
     def plan(self, request: PlanRequest, on_progress=lambda _: None) -> PlanResult:
         started = time.perf_counter()
         source, adapter = request.source, self._sources.adapter(request.source)
         archive_dir = adapter.wal_directory(source)
         backups = adapter.backups(source)
-        indexed = self._index.index(archive_dir, on_progress)
-        archive = IndexedArchive(self._index, archive_dir, indexed, request.target.timeline,
-                                 lambda backup: adapter.verify(source, backup))
-        require_timeline(request.target.timeline, archive.histories(), archive.present)
-        plan = plan_with_fallback(backups, request.target, archive, request.options)
+        early = ThreadPoolExecutor(1, thread_name_prefix="verify")
+        try:
+            verify = self._verify_early(early, adapter, source, backups, request)
+            indexed = self._index.index(archive_dir, on_progress)
+            archive = IndexedArchive(self._index, archive_dir, indexed, request.target.timeline,
+                                     verify)
+            require_timeline(request.target.timeline, archive.histories(), archive.present)
+            plan = plan_with_fallback(backups, request.target, archive, request.options)
+        finally:
+            # A refusal need not wait for a verification nobody asks for any more.
+            early.shutdown(wait=False, cancel_futures=True)
         plan.window = restorable_window(backups, archive)
         rates = self._throughput.recent() or (
             DEFAULT_RESTORE_MB_PER_S, DEFAULT_REPLAY_MB_PER_S)
@@ -156,7 +213,7 @@ class Preflight:
             raise DrillError(ErrorCode.NO_BASE_BACKUP, "the backup source holds no base backup")
         indexed = self._index.index(archive_dir, on_progress)
         archive = IndexedArchive(self._index, archive_dir, indexed, request.target.timeline,
-                                 lambda backup: adapter.verify(source, backup))
+                                 lambda backup: self._verify(adapter, source, backup))
         require_timeline(request.target.timeline, archive.histories(), archive.present)
         return WindowResult(window=restorable_window(backups, archive), index=indexed,
                             seconds=time.perf_counter() - started)

@@ -93,10 +93,13 @@ find "$rootfs/usr/share/doc" -mindepth 1 -maxdepth 1 -type d -empty -delete 2>/d
 echo "pitrdrill" >"$rootfs/etc/hostname"
 
 echo "$TAG: importing"
+old_id=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 tar -C "$rootfs" --numeric-owner -c . | docker import \
   --change "LABEL org.pitrdrill.recipe=$RECIPE" \
   --change 'LABEL org.opencontainers.image.description="Debian 12 (bookworm) minbase, debootstrap"' \
   --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["bash"]' \
   - "$TAG" >/dev/null
+# The image this one replaces: removed unless images built from it still need it.
+[ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true
 echo "$TAG: built ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -27,6 +27,7 @@ if [ "$have" = "$recipe" ] && [ -z "${FORCE:-}" ]; then
   exit 0
 fi
 echo "$tag: building from $dockerfile"
+old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 started=$SECONDS
 # The classic builder: this Docker Engine (20.10) has no buildx plugin beside it.
 log=$(mktemp)
@@ -36,6 +37,10 @@ if ! DOCKER_BUILDKIT=0 docker build --label "org.pitrdrill.recipe=$recipe" --tag
   tail -60 "$log" >&2
   echo "$tag: build failed (the last lines of its log are above)" >&2
   exit 1
+fi
+# The image this one replaces would stay behind untagged: remove it (not when still in use).
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+  docker image rm "$old_id" >/dev/null 2>&1 || true
 fi
 size=$(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')
 echo "$tag: built in $((SECONDS - started)) s ($size)"

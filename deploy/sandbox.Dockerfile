@@ -31,7 +31,7 @@ RUN printf '%s\n' 'path-exclude /usr/lib/postgresql/*/lib/bitcode/*' \
  && test -z "$(ls /etc/postgresql/ 2>/dev/null)" \
  && install -d -o postgres -g postgres -m 2775 /var/run/postgresql \
  && install -d -o postgres -g postgres -m 0700 /sandbox \
- && install -d -m 0755 /archive /backup \
+ && install -d -m 0755 /archive /backup /etc/pitrdrill \
  && rm -f /etc/pgbackrest.conf
 ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8

@@ -102,9 +102,18 @@ def _skippable(error: DrillError, wal_break: WalBreak | None, backup: BaseBackup
 
 
 def _predict_or_explain(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget,
-                        wal_break: WalBreak | None) -> Prediction:
+                        wal_break: WalBreak | None, stop_at_break: bool = False) -> Prediction:
     beyond = None if wal_break is None else wal_break.error(
         f"recovery from backup {backup.id} ends there, before {target.describe()}")
+    if target.mode == "latest" and wal_break is not None and wal_break.code == "WAL_CORRUPT" \
+            and not stop_at_break:
+        # PostgreSQL would replay up to the damaged record, call that the end of the archive
+        # and promote: everything archived after it silently lost. Only the fallback chain
+        # (last_consistent_before_gap, which says what it gives up) may settle for that.
+        raise wal_break.error(
+            f"recovery from backup {backup.id} to the latest point would stop there "
+            "(PostgreSQL takes the damaged record for the end of the WAL and promotes), "
+            "giving up everything archived after it")
     try:
         predicted = archive.predict(backup, target, wal_break)
     except DrillError as error:
@@ -120,7 +129,10 @@ def _predict_or_explain(archive: ArchiveView, backup: BaseBackup, target: Resolv
 
 
 def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: ArchiveView,
-                  options: PlanOptions = PlanOptions()) -> DrillPlan:
+                  options: PlanOptions = PlanOptions(), stop_at_break: bool = False
+                  ) -> DrillPlan:
+    """`stop_at_break`: `latest` may end at damaged WAL (the fallback's own look for the last
+    consistent point); otherwise damaged WAL before the archive's end refuses `latest`."""
     skipped: list[SkippedBackup] = []
     last_error: DrillError | None = None
     for backup in candidate_backups(backups, target):
@@ -134,7 +146,7 @@ def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: Ar
             if wal_break is not None and parse_lsn(wal_break.lsn) < parse_lsn(backup.stop_lsn):
                 # Its own WAL is broken; an older backup may still reach the WAL before.
                 raise wal_break.error(f"backup {backup.id} cannot even become consistent")
-            predicted = _predict_or_explain(archive, backup, target, wal_break)
+            predicted = _predict_or_explain(archive, backup, target, wal_break, stop_at_break)
             if options.verify_backup and (corrupt := archive.verify(backup)) is not None:
                 raise corrupt
         except DrillError as error:
@@ -183,7 +195,7 @@ def _last_consistent(backups, target, archive, options, failure) -> DrillPlan:
     if not before:
         raise failure
     latest = plan_recovery(before, LATEST.model_copy(update={"timeline": target.timeline}),
-                           archive, options)
+                           archive, options, stop_at_break=True)
     used = last_consistent_target(latest, target)
     plan = plan_recovery(before, used, archive, options)
     kept = plan.predicted.last_kept
@@ -192,13 +204,19 @@ def _last_consistent(backups, target, archive, options, failure) -> DrillPlan:
         wanted = _wanted(archive, plan.backup, target)
     except DrillError:
         wanted = None  # beyond all the archive holds
-    if wanted is not None:
+    if target.mode == "latest" and wanted is not None \
+            and parse_lsn(wanted.lsn) <= parse_lsn(kept.lsn):
+        # `latest` wants the end of the archive, and no readable commit lies past the break:
+        # what the unreadable WAL held, and when, is unknown.
+        wanted, seconds = None, None
+    elif wanted is not None:
         seconds = (wanted.commit_time - kept.commit_time).total_seconds()
     else:
         seconds = (target.utc - kept.commit_time).total_seconds() if target.utc else None
     counted = archive.commits_between(plan.backup, kept.lsn, wanted.lsn if wanted else None)
-    # Commits inside the unreadable WAL cannot be counted: past the break, only a floor.
-    exact = wanted is not None and plan.wal_break is not None \
+    # Commits inside the unreadable WAL cannot be counted: past the break, only a floor
+    # (always so for `latest`, which wants everything up to the archive's end).
+    exact = target.mode != "latest" and wanted is not None and plan.wal_break is not None \
         and parse_lsn(wanted.lsn) < parse_lsn(plan.wal_break.lsn)
     plan.fallback = FallbackUsed(
         step="last_consistent_before_gap", cause_code=failure.code, cause=failure.message,

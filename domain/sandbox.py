@@ -6,6 +6,8 @@ may carry: a production archive_command, primary_conninfo or external_pid_file c
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 from datetime import datetime
 from typing import Literal
@@ -238,13 +240,55 @@ PRELOAD_SETTINGS = ("shared_preload_libraries", "session_preload_libraries",
 
 
 def library_name(entry: str) -> str:
-    """'$libdir/pg_cron.so' -> 'pg_cron' (how a preload list may spell a library)."""
-    name = PurePosixPath(entry.strip().strip("\"'")).name
+    """'$libdir/pg_cron.so' -> 'pg_cron' (how a preload list element may name a library)."""
+    name = PurePosixPath(entry.strip()).name
     return name[:-3] if name.endswith(".so") else name
 
 
-def _split_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+def split_library_list(value: str) -> list[str]:
+    """A *_preload_libraries value into its elements, as PostgreSQL splits it
+    (SplitDirectoriesString): comma-separated, whitespace around an element ignored, an
+    element in double quotes may hold commas and spaces, "" inside quotes is one quote."""
+    items: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        while i < n and value[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        if value[i] == '"':
+            i += 1
+            item = ""
+            while i < n:
+                end = value.find('"', i)
+                if end < 0:  # unterminated: PostgreSQL refuses the whole value
+                    item += value[i:]
+                    i = n
+                    break
+                item += value[i:end]
+                if end + 1 < n and value[end + 1] == '"':
+                    item += '"'
+                    i = end + 2
+                    continue
+                i = end + 1
+                break
+        else:
+            end = value.find(",", i)
+            end = n if end < 0 else end
+            item, i = value[i:end].rstrip(), end
+        items.append(item)
+        while i < n and value[i].isspace():
+            i += 1
+        if i < n and value[i] == ",":
+            i += 1
+    return items
+
+
+def join_library_list(items: list[str]) -> str:
+    """The elements as one value PostgreSQL splits back into exactly them."""
+    plain = [item if item and not any(c in item for c in ', "\t') else
+             '"' + item.replace('"', '""') + '"' for item in items]
+    return ",".join(plain)
 
 
 def preload_settings(restored: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
@@ -261,7 +305,7 @@ def preload_settings(restored: dict[str, str | None]) -> tuple[dict[str, str], l
                             "the sandbox loads no preload library")
             continue
         kept = []
-        for entry in _split_list(value):
+        for entry in split_library_list(value):
             name = library_name(entry)
             if name in OUTWARD_LIBRARIES:
                 warnings.append(f"{setting}: {name} removed: {OUTWARD_LIBRARIES[name]}")
@@ -272,5 +316,31 @@ def preload_settings(restored: dict[str, str | None]) -> tuple[dict[str, str], l
                 settings.update(off)
                 warnings.append(f"{setting}: {name} kept with its background work off ("
                                 + ", ".join(f"{k}={v}" for k, v in off.items()) + ")")
-        settings[setting] = ",".join(kept)
+        settings[setting] = join_library_list(kept)
     return settings, warnings
+
+
+# A unix socket's path holds at most 107 bytes (sun_path); the server's lives in
+# <root>/<name>/socket/.s.PGSQL.<port>.
+_SUN_PATH_MAX = 107
+_SOCKET_TAIL = len("/socket/.s.PGSQL.65535")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def sandbox_dir_name(drill_id: str, sandbox_root: str) -> str:
+    """The drill's directory name under the sandbox root: the id made path-safe, shortened
+    (and kept unique by a hash of the whole id) when the socket path would not fit."""
+    name = _SAFE_NAME.sub("_", drill_id)
+    if name.strip(".") == "":
+        raise DrillError(ErrorCode.SANDBOX_FAILED,
+                         f"drill id {drill_id!r} cannot name a sandbox directory")
+    room = _SUN_PATH_MAX - len(sandbox_root.rstrip("/")) - 1 - _SOCKET_TAIL
+    if len(name) <= room:
+        return name
+    if room < 16:
+        raise DrillError(ErrorCode.SANDBOX_FAILED,
+                         f"sandbox root {sandbox_root} is too long for a unix socket path "
+                         f"({_SUN_PATH_MAX} bytes)", "Set PITRDRILL_SANDBOX_ROOT to a shorter "
+                         "directory, e.g. /var/tmp/pitrdrill/sandboxes.")
+    digest = hashlib.sha256(drill_id.encode()).hexdigest()[:8]
+    return f"{name[:room - 9]}-{digest}"

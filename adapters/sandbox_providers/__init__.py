@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -199,15 +200,17 @@ def restored_preload(runtime: PostgresRuntime, data_dir: Path) -> dict[str, str 
     """The *_preload_libraries values the restored configuration files give, as PostgreSQL
     itself reads them (`postgres -C`: includes, postgresql.auto.conf, quoting); None for one
     it could not read. Nothing is loaded by `-C`."""
-    values: dict[str, str | None] = {}
-    for setting in PRELOAD_SETTINGS:
+    def value(setting: str) -> str | None:
         done = runtime.run("postgres", "-D", str(data_dir), "-C", setting, check=False,
                            timeout=30)
-        values[setting] = done.stdout.strip() if done.returncode == 0 else None
         if done.returncode != 0:
             _log.warning("restored configuration unreadable", setting=setting,
                          error=done.stderr.strip()[-300:])
-    return values
+            return None
+        return done.stdout.strip()
+
+    with ThreadPoolExecutor(len(PRELOAD_SETTINGS)) as pool:
+        return dict(zip(PRELOAD_SETTINGS, pool.map(value, PRELOAD_SETTINGS)))
 
 
 def hardened(runtime: PostgresRuntime, sandbox: Sandbox,
@@ -288,3 +291,82 @@ def remove_dir(root: Path) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# --- what this host holds, and the reaper ------------------------------------------------------
+
+
+def inventory(providers: SandboxProviders) -> tuple[list[HeldSandbox], list[str]]:
+    """Every sandbox this host holds, whichever provider made it: the directories under the
+    sandbox root (with their record and any server still running there) and the docker
+    containers by label, merged per drill. Also what could not be looked at, and why."""
+    notes: list[str] = []
+    merged: dict[str, HeldSandbox] = {}
+    for name in PROVIDER_NAMES:
+        try:
+            held = providers.get(name).held()
+        except DrillError as error:
+            notes.append(f"{name}: not listed: {error.message}")
+            continue
+        for entry in held:
+            known = merged.get(entry.drill_id)
+            if known is None:
+                merged[entry.drill_id] = entry
+                continue
+            known.containers += entry.containers
+            known.container_state = known.container_state or entry.container_state
+            known.root = known.root or entry.root
+            known.server_pid = known.server_pid or entry.server_pid
+            if known.created_at is None:
+                known.created_at = entry.created_at
+    return sorted(merged.values(), key=lambda e: (e.created_at is None, e.created_at or 0,
+                                                  e.drill_id)), notes
+
+
+def reap_reason(entry: HeldSandbox, now: datetime, older_than_s: float,
+                running: set[str]) -> str | None:
+    """None when `entry` is an orphan to remove; else why it stays."""
+    if entry.purpose == "recovery":
+        return "a recovery's server and destination: never reaped"
+    if entry.drill_id in running:
+        return "its drill is still running"
+    if entry.kept_until is not None:
+        if now < entry.kept_until:
+            return f"kept until {entry.kept_until.isoformat()} (sandbox.keep)"
+        return None
+    age = entry.age_seconds(now)
+    if age is not None and age < older_than_s:
+        return f"younger than {older_than_s:g} s ({age:.0f} s)"
+    return None
+
+
+def reap(providers: SandboxProviders, entries: list[HeldSandbox], now: datetime,
+         older_than_s: float, running: set[str]) -> tuple[list[HeldSandbox],
+                                                          list[tuple[HeldSandbox, str]]]:
+    """Remove the orphans among `entries` (containers, servers, directories); returns the
+    removed and the kept with their reason (a failed removal is kept, with its error)."""
+    removed, kept = [], []
+    root = providers.settings.root.resolve()
+    for entry in entries:
+        reason = reap_reason(entry, now, older_than_s, running)
+        if reason is not None:
+            kept.append((entry, reason))
+            continue
+        try:
+            if entry.containers:
+                providers.get("docker").release(entry)
+            providers.get("local").release(entry)
+            if entry.root is not None:
+                path = Path(entry.root)
+                # Only ever a directory directly under this host's sandbox root.
+                if path.resolve().parent == root:
+                    remove_dir(path)
+                    if path.exists():
+                        raise OSError(f"{path} could not be removed")
+        except (DrillError, OSError) as exc:
+            kept.append((entry, f"removal failed: {exc}"))
+            continue
+        _log.info("sandbox reaped", drill_id=entry.drill_id, root=entry.root,
+                  containers=entry.containers)
+        removed.append(entry)
+    return removed, kept

@@ -20,6 +20,7 @@ A recovery is refused: it is promoted in place and must be reachable once approv
 from __future__ import annotations
 
 import functools
+import os
 import pwd
 import subprocess
 import threading
@@ -82,6 +83,15 @@ def client():
         except docker.errors.DockerException as exc:
             raise _unavailable(f"Docker is not reachable: {exc}") from exc
     return _clients.client
+
+
+def _server_user(os_user: str) -> str:
+    """uid:gid owning the sandbox's files on the host: the server user's when we are root
+    (runtime.give hands them over), else our own."""
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(os_user)
+        return f"{entry.pw_uid}:{entry.pw_gid}"
+    return f"{os.getuid()}:{os.getgid()}"
 
 
 def container_name(drill_id: str) -> str:
@@ -156,7 +166,6 @@ class DockerServer(PostgresServer):
                 raise RuntimeError(f"container {self.name} is already running")
             existing.remove(force=True)
         docker = _sdk()
-        entry = pwd.getpwnam(self.runtime.os_user)
         limits = sandbox.limits
         command = ["postgres", "-D", sandbox.server_path(sandbox.data_dir),
                    *[f"-c{key}={value}" for key, value in settings.items()]]
@@ -169,7 +178,7 @@ class DockerServer(PostgresServer):
                 ["/bin/sh", "-c", 'exec "$0" "$@" >>"$PITRDRILL_LOG" 2>&1', *command],
                 environment={"PITRDRILL_LOG": log},
                 name=self.name, detach=True, init=True,
-                user=f"{entry.pw_uid}:{entry.pw_gid}", working_dir=IN_SANDBOX,
+                user=_server_user(self.runtime.os_user), working_dir=IN_SANDBOX,
                 network_mode="none", read_only=True,
                 tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"}, shm_size=SHM_SIZE,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"],
@@ -289,8 +298,12 @@ class DockerProvider:
             _log.warning("docker sandboxes not listed", error=str(exc))
             return []
         found = []
+        root = self.settings.root.resolve()
         for container in containers:
             labels = container.labels
+            # This host's sandbox root only: another worker's root is that worker's business.
+            if Path(labels.get("pitrdrill.root", "/")).resolve().parent != root:
+                continue
             try:
                 created = datetime.fromisoformat(labels.get("pitrdrill.created", ""))
             except ValueError:

@@ -8,7 +8,8 @@ on, by `unshare --net --mount`:
   needs none: the sandbox only listens on its unix socket.
 - its own mount namespace and root (chroot): /usr, /etc and the /bin, /lib links read-only,
   a private /dev (null, zero, full, random, urandom, a fresh shm), an empty /tmp, its own
-  sandbox directory read-write, and the archive (and backups) read-only at their own paths.
+  sandbox directory read-write, and the archive read-only at their own paths (those, /tmp and
+  /dev/shm noexec: no library or program planted there can be loaded or run).
   No /run, /var/run, /home, /proc, no other sandbox: no host PostgreSQL's unix socket, and
   no file the postgres OS user could write elsewhere.
 - as the postgres OS user (setpriv): no supplementary groups, no capabilities, and
@@ -37,7 +38,7 @@ import structlog
 from adapters.os_user import as_server_user
 from adapters.pg_runtime import PostgresRuntime
 from adapters.pg_server import PostgresServer
-from adapters.processes import is_alive
+from adapters.processes import command_line, is_alive
 from adapters.sandbox_providers import (
     RECORD,
     HeldSandbox,
@@ -58,7 +59,7 @@ _CONFINE = r"""
 set -eu
 newroot=$1 uid=$2 gid=$3
 shift 3
-mount -t tmpfs -o mode=0755,size=4m,nosuid,nodev pitrdrill-sandbox "$newroot"
+mount -t tmpfs -o mode=0755,size=4m,nosuid,nodev,noexec pitrdrill-sandbox "$newroot"
 for top in /usr /etc /bin /sbin /lib /lib32 /lib64 /libx32; do
   if [ -L "$top" ]; then
     ln -s "$(readlink "$top")" "$newroot$top"
@@ -74,7 +75,7 @@ for node in null zero full random urandom; do
   : > "$newroot/dev/$node"
   mount --bind "/dev/$node" "$newroot/dev/$node"
 done
-mount -t tmpfs -o mode=1777,nosuid,nodev pitrdrill-shm "$newroot/dev/shm"
+mount -t tmpfs -o mode=1777,nosuid,nodev,noexec pitrdrill-shm "$newroot/dev/shm"
 while [ "$1" != "--" ]; do
   mode=$1 path=$2
   shift 2
@@ -86,9 +87,9 @@ while [ "$1" != "--" ]; do
   fi
   mount --bind "$path" "$newroot$path"
   if [ "$mode" = ro ]; then
-    mount -o remount,bind,ro,nosuid,nodev "$newroot$path"
+    mount -o remount,bind,ro,nosuid,nodev,noexec "$newroot$path"
   else
-    mount -o remount,bind,nosuid,nodev "$newroot$path"
+    mount -o remount,bind,nosuid,nodev,noexec "$newroot$path"
   fi
 done
 shift
@@ -320,9 +321,12 @@ class LocalProvider:
         return found
 
     def release(self, held: HeldSandbox) -> None:
+        """Stop the server still running in a local sandbox (docker's are containers)."""
         if held.root is None:
             return
         record = read_record(Path(held.root))
+        if record is not None and record.provider != self.name:
+            return
         data_dir = Path(record.data_dir) if record else Path(held.root) / "data"
         if _postmaster(data_dir) is not None:
             self.runtime.run("pg_ctl", "stop", "-D", str(data_dir), "-m", "immediate", "-w",
@@ -343,8 +347,13 @@ def _network_only(options: SandboxOptions) -> SandboxIsolation:
 
 
 def _postmaster(data_dir: Path) -> int | None:
+    """The live postmaster of data_dir on this host: its pid file names it, and its command
+    line names data_dir (a container's pid file names a pid of another namespace)."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    return pid if is_alive(pid) else None
+    if not is_alive(pid):
+        return None
+    arguments = command_line(pid)
+    return pid if str(data_dir).encode() in b" ".join(arguments) else None

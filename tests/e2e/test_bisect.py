@@ -6,6 +6,7 @@ with both observations; a predicate that fails fails the probe with the SQL erro
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -22,13 +23,30 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities.probe import mirror
+from adapters.investigation import (
+    InvestigateRequest,
+    Investigator,
+    RelationCatalog,
+    WalRangeReader,
+)
 from adapters.pg_runtime import PostgresRuntime
+from adapters.wal_index import WalIndex
+from adapters.wal_index_store import WalIndexStore
+from adapters.waldump import PgWaldump
 from domain.bisect import BisectReport
+from domain.errors import DrillError
 from domain.spec import DrillSpec
 from lab.lab import Lab, Marker
 from lab.workload import OrdersWorkload
 from tests.conftest import postgres_processes_under
-from workers.cli.bisect import bisect_request, bisect_text, run_bisect
+from workers.cli.bisect import (
+    bisect_request,
+    bisect_result,
+    bisect_suggestion,
+    bisect_text,
+    run_bisect,
+    start_bisect,
+)
 from workers.demo import stage_incident
 from workflows.bisect import BisectWorkflow
 
@@ -180,6 +198,37 @@ async def test_relation_lsn_and_xid_bounds_narrow_the_candidates(temporal_env, w
     assert report.bad.target.lsn == haystack.late.lsn_after
 
 
+async def test_a_good_bound_before_the_newest_backup_bisects_from_an_older_one(
+        temporal_env, worker, scenario):
+    """The session scenario: backup `first`, five batches, three damaging transactions, backup
+    `second`. The newest backup before the end is `second`, after the good bound: `first` is
+    restored instead."""
+    spec = DrillSpec.model_validate({"database": scenario.database, "target": {"latest": True},
+                                     "source": scenario.source()})
+    report = await bisect(temporal_env, worker, spec, good_at=f"xid:{scenario.batches[1].xid}")
+    assert report.status == "verified", bisect_text(report)
+    assert report.base_backup.id == "first" and report.plan.backup.id == "first"
+    assert report.finding.first_bad.xid == scenario.damage[0].xid
+    assert report.finding.last_good.xid == scenario.batches[-1].xid
+    assert len(_searched(report)) <= math.ceil(math.log2(report.candidates)) + 2
+
+
+async def test_a_cancelled_bisection_tears_its_sandbox_down(temporal_env, worker, haystack,
+                                                            sandbox_root):
+    request = bisect_request(haystack.spec(), VOIDED)
+    bisect_id = await start_bisect(temporal_env.client, request, None, worker.task_queue)
+    handle = temporal_env.client.get_workflow_handle(bisect_id)
+    for _ in range(600):
+        if len(await handle.query(BisectWorkflow.probes)) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await handle.cancel()
+    with pytest.raises(DrillError) as cancelled:
+        await bisect_result(temporal_env.client, bisect_id)
+    assert cancelled.value.code == "DRILL_CANCELLED"
+    assert postgres_processes_under(sandbox_root) == [] and not any(sandbox_root.iterdir())
+
+
 def test_mirror_copies_only_what_changed_and_removes_what_is_gone(tmp_path):
     source, target = tmp_path / "good", tmp_path / "data"
     for root in (source, target):
@@ -215,19 +264,32 @@ def incident(work_root: Path, runtime: PostgresRuntime):
 
 
 async def test_the_seed_incident_is_cut_right_before_the_batch_job(
-        temporal_env, worker, incident):
+        temporal_env, worker, incident, runtime):
+    """investigate finds the burst and suggests the bisect command; run as suggested (and
+    bounded by a New York time after the job), bisect names the job's first transaction and
+    keeps the legitimate commit."""
     lab, legit, job = incident
+    waldump = PgWaldump(runtime)
+    investigator = Investigator(WalIndex(waldump, WalIndexStore(worker.index_path)),
+                                WalRangeReader(waldump), RelationCatalog())
+    found = investigator.investigate(InvestigateRequest(
+        archive=str(lab.wal_archive), around=job[0].commit_time, window_seconds=60))
+    suggestion = bisect_suggestion(found, "incident.yaml")
+    assert suggestion.startswith("pitrdrill bisect incident.yaml --good-at xid:")
+    good_at = suggestion.split()[4]  # just before the burst (its edge, or earlier)
+    assert int(good_at.removeprefix("xid:")) <= legit.xid
     spec = DrillSpec.model_validate({
         "database": "shop", "target": {"latest": True},
         "source": {"kind": "filesystem", "base_backups": str(lab.base_backups),
                    "wal_archive": str(lab.wal_archive)}})
     after_job = (job[-1].commit_time + timedelta(microseconds=1)).astimezone(NEW_YORK)
-    report = await bisect(temporal_env, worker, spec,
+    report = await bisect(temporal_env, worker, spec, good_at=good_at,
                           bad_at=after_job.strftime("%Y-%m-%d %H:%M:%S.%f America/New_York"))
     assert report.status == "verified", bisect_text(report)
     finding = report.finding
     assert finding.first_bad.xid == job[0].xid
     assert finding.last_good.xid == legit.xid  # the legitimate commit is kept
+    assert report.candidates >= 1 + len(job)  # at least the legitimate commit and the job
     assert report.zone == "America/New_York"
     local = job[0].commit_time.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S.%f")
     assert finding.first_bad.local_time.startswith(f"{local} America/New_York")

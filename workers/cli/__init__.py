@@ -18,11 +18,12 @@ from temporalio.service import RPCError
 
 from domain.errors import DrillError, ErrorCode
 from workers import output, telemetry
-from workers.cli import bisect, drill, investigate, plan, recovery, schedule, server, target, \
-    worker
+from workers.cli import bisect, drill, investigate, plan, recovery, sandbox, schedule, server, \
+    target, worker
 from workers.cli.common import Refusal, refusal
 
-GROUPS = (worker, server, drill, recovery, schedule, bisect, investigate, plan, target)
+GROUPS = (worker, server, drill, recovery, schedule, bisect, investigate, plan, target,
+          sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                 ErrorCode.PREFLIGHT_FAILED, f"{type(exc).__name__}: {exc}")
             raise refusal(error) from exc
     except Refusal as refused:
-        if args.command == "worker":  # a worker's stderr is its JSON log stream
-            logging.getLogger("pitrdrill").error(refused.error.message, extra={
-                "code": refused.error.code, "hint": refused.error.hint})
-        elif getattr(args, "json", False):
+        if getattr(args, "json", False):
             print(json.dumps({"status": refused.status, "errors": [refused.error.model_dump()]},
                              indent=2))
+        elif args.command == "worker":  # a worker's stderr is its JSON log stream
+            logging.getLogger("pitrdrill").error(refused.error.message, extra={
+                "code": refused.error.code, "hint": refused.error.hint})
         else:
             print(output.error_text(refused.error), file=sys.stderr)
         return refused.exit_code

@@ -18,6 +18,7 @@ commit, and one normal drill to that target proving the predicate false there.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -155,8 +156,9 @@ def bisect_text(report: BisectReport) -> str:
                      "commits touched it")
     finding = report.finding
     if finding is not None:
+        last_good = finding.last_good.describe() if finding.last_good else "none"
         lines += [f"  FIRST BAD     {finding.first_bad.describe()}",
-                  f"  last good     {finding.last_good.describe() if finding.last_good else 'none'}",
+                  f"  last good     {last_good}",
                   f"  target        {finding.target.describe()}: keeps everything before the "
                   "first bad commit",
                   f"                (a drill spec's target: {{xid: {finding.first_bad.xid}, "
@@ -187,6 +189,19 @@ def bisect_text(report: BisectReport) -> str:
         lines.append(f"  finished      {format_utc(report.finished_at)}")
     lines += [output.error_text(error) for error in report.errors]
     return "\n".join(lines)
+
+
+def bisect_suggestion(report, spec: str | None) -> str | None:
+    """For `pitrdrill investigate` (an InvestigationReport): when it found a burst, the
+    bisect command that finds the first bad transaction from the state just before the burst
+    nearest the incident (refused, saying so, if the damage is older). None without one."""
+    found = report.investigation
+    if not found.bursts:
+        return None
+    burst = min(found.bursts, key=lambda b: abs(b.first.commit_time - found.around))
+    spec_arg = shlex.quote(spec) if spec and spec != "-" else "SPEC"
+    return (f"pitrdrill bisect {spec_arg} --good-at xid:{burst.first.xid} "
+            "--bad-when '<one query, true once the damage is there>'")
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from domain.errors import DrillError, ErrorCode
 from domain.investigation import BurstRule, parse_window
 from domain.timeparse import ParsedTime, load_zone, parse_target_time
 from workers.cli import common as cli
+from workers.cli.bisect import bisect_suggestion
 from workers.investigation_plot import PLOT_FORMATS, require_matplotlib, write_plot
 from workers.investigation_text import investigation_text
 from workers.worker import WorkerSettings
@@ -137,7 +138,11 @@ async def investigate_command(args: argparse.Namespace) -> int:
         body = {"status": "investigated", "around_reading": parsed.local_reading if parsed
                 else None, "plot": str(plot) if plot else None,
                 **report.model_dump(mode="json", exclude={"index": {"timelines"}})}
+        body["bisect_command"] = bisect_suggestion(report, args.spec)
         print(json.dumps(body, indent=2))
     else:
         print(investigation_text(report, zone, plot))
+        if (suggestion := bisect_suggestion(report, args.spec)) is not None:
+            print(f"\nTo find the first bad transaction by replaying (a logarithmic number of "
+                  f"probes, each a real recovery):\n  {suggestion}")
     return cli.EXIT_OK
