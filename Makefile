@@ -49,8 +49,9 @@ test-integration: setup
 test-e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
-# The compose stack (docker-compose.yml) up, a real drill through it, and down -v.
-test-docker: docker-tools images $(STAMP)
+# tests/docker: the docker sandbox provider on pitrdrill/sandbox:15, and the compose stack
+# (docker-compose.yml) up, a real drill through it, down -v. Builds the images first.
+test-docker: setup docker-tools images
 	PITRDRILL_REQUIRE_DOCKER=1 $(PY) -m pytest -q tests/docker
 
 docs: setup
@@ -70,9 +71,9 @@ bench: setup
 # it (deploy/build-image.sh). Each is skipped while its recipe is unchanged: warm, this is ~1 s.
 IMAGES_DIR := var/images
 # The host's postgres uid/gid: the sandbox's data directory is bind-mounted from the host.
-PG_UID := $(shell id -u postgres 2>/dev/null || echo 999)
-PG_GID := $(shell id -g postgres 2>/dev/null || echo 999)
-PG_IDS := --build-arg PG_UID=$(PG_UID) --build-arg PG_GID=$(PG_GID)
+PG_UID = $(shell id -u postgres 2>/dev/null || echo 999)
+PG_GID = $(shell id -g postgres 2>/dev/null || echo 999)
+PG_IDS = --build-arg PG_UID=$(PG_UID) --build-arg PG_GID=$(PG_GID)
 
 images:
 	@$(MAKE) --no-print-directory -j3 images-primary images-temporal images-worker

@@ -12,8 +12,9 @@ read-only. PostgreSQL 15 reads recovery_target_* only at start, so every probe i
   is awaited on the server's log, then confirmed as a drill's replay confirms it.
 - backward: the data directory is first made a copy of the last clean state again. That copy
   (`<sandbox>/good`, removed with the sandbox) is taken after a clean probe: the first time a
-  full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime;
-  a WAL segment restored from the archive by name and size).
+  full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime).
+  WAL segment files are left out both ways: recovery fetches every segment from the archive
+  first (restore_command), and pg_wal only holds copies of archived ones.
 
 Restarts are made cheap in the sandbox's own postgresql.auto.conf (the isolation settings stay
 on the command line, which wins): `fsync = off`, so that neither the restartpoint nor the
@@ -77,6 +78,7 @@ from domain.bisect import (
     predicate_verdict,
     probe_target,
     require_candidates,
+    require_ordered,
     stop_matches,
 )
 from domain.catalog import BaseBackup
@@ -167,16 +169,19 @@ class _Mirrored:
     files_removed: int = 0
 
 
-def _same(source: os.stat_result, target: os.stat_result, relative: str) -> bool:
+def _same(source: os.stat_result, target: os.stat_result) -> bool:
     if stat.S_IFMT(source.st_mode) != stat.S_IFMT(target.st_mode):
         return False
     if stat.S_ISDIR(source.st_mode):
         return stat.S_IMODE(source.st_mode) == stat.S_IMODE(target.st_mode) \
             and (source.st_uid, source.st_gid) == (target.st_uid, target.st_gid)
-    if relative.startswith("pg_wal/") and is_segment_name(Path(relative).name):
-        # Restored from the archive under its own name: the same segment, whatever its mtime.
-        return source.st_size == target.st_size
     return source.st_size == target.st_size and source.st_mtime_ns == target.st_mtime_ns
+
+
+def _wal_segment(relative: str) -> bool:
+    """A segment in pg_wal: a copy of the archived one of that name, never kept."""
+    folder, _, name = relative.rpartition("/")
+    return folder == "pg_wal" and is_segment_name(name)
 
 
 def _owned_like(path: Path, like: os.stat_result) -> None:
@@ -185,7 +190,8 @@ def _owned_like(path: Path, like: os.stat_result) -> None:
 
 
 def _listing(root: str) -> dict[str, os.stat_result]:
-    """Every entry under `root` by relative path, not following symlinks."""
+    """Every entry under `root` by relative path, not following symlinks; WAL segments
+    left out."""
     found: dict[str, os.stat_result] = {}
     pending = [""]
     while pending:
@@ -193,6 +199,8 @@ def _listing(root: str) -> dict[str, os.stat_result]:
         with os.scandir(os.path.join(root, relative)) as entries:
             for entry in entries:
                 path = f"{relative}/{entry.name}" if relative else entry.name
+                if _wal_segment(path):
+                    continue
                 found[path] = entry.stat(follow_symlinks=False)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(path)
@@ -213,7 +221,7 @@ def mirror(source: Path, target: Path) -> _Mirrored:
         done.files_removed += 1
     for relative in sorted(want):  # parents before children
         src_stat, dst_stat = want[relative], have.get(relative)
-        if dst_stat is not None and _same(src_stat, dst_stat, relative):
+        if dst_stat is not None and _same(src_stat, dst_stat):
             continue
         src, dst = source / relative, target / relative
         if dst_stat is not None and not (stat.S_ISDIR(src_stat.st_mode)
@@ -236,11 +244,27 @@ def mirror(source: Path, target: Path) -> _Mirrored:
 
 
 def _full_copy(source: Path, target: Path) -> None:
-    """A first copy, reflinked where the filesystem can (btrfs, XFS), else copied."""
+    """A first copy, reflinked where the filesystem can (btrfs, XFS), else copied; WAL
+    segments left out."""
     partial = target.with_name(target.name + ".partial")
     remove_tree(partial)
-    subprocess.run(["cp", "--reflink=auto", "-a", str(source), str(partial)], check=True,
-                   capture_output=True)
+    partial.mkdir()
+    shutil.copystat(source, partial)
+    _owned_like(partial, source.stat())
+    wal = source / "pg_wal"
+    entries = [str(e) for e in source.iterdir() if e != wal]
+    entries += [str(e) for e in wal.iterdir() if not is_segment_name(e.name)] \
+        if wal.is_dir() else []
+    if wal.is_dir():
+        (partial / "pg_wal").mkdir()
+        shutil.copystat(wal, partial / "pg_wal")
+        _owned_like(partial / "pg_wal", wal.stat())
+    top = [e for e in entries if Path(e).parent == source]
+    under_wal = [e for e in entries if Path(e).parent == wal]
+    for sources, into in ((top, partial), (under_wal, partial / "pg_wal")):
+        if sources:
+            subprocess.run(["cp", "--reflink=auto", "-a", *sources, str(into)], check=True,
+                           capture_output=True)
     partial.rename(target)
 
 
@@ -329,6 +353,7 @@ class ProbeActivities:
         bad_predicted = archive.predict(backup, bad, archive.wal_break(backup))
         events = self._events(archive_dir, request.bad.timeline, backup)
         assert good_predicted.replay_lsn and bad_predicted.replay_lsn
+        require_ordered(good_predicted.replay_lsn, bad_predicted.replay_lsn)
         found = commits_between(events, good_predicted.replay_lsn, bad_predicted.replay_lsn)
         require_candidates(len(found.commits))
         good_text = (f"{request.good_given} ({good.describe()})" if request.good_given else

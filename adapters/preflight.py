@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ from domain.report import Metrics
 from domain.spec import BackupSource, DrillSpec
 from domain.targets import ResolvedTarget
 from domain.timelines import choose_timeline, on_timeline
+from domain.wal_records import WalEvent
 
 _MANIFESTS = ("backup_manifest", "backup.manifest")
 # Until this machine has measured a drill: deliberately modest rates, so budgets err safe.
@@ -93,15 +95,20 @@ class IndexedArchive:
     def wal_break(self, backup: BaseBackup) -> WalBreak | None:
         return first_break(self._history(backup), backup.start_lsn, self.present, self._corrupt)
 
+    @cached_property
+    def events(self) -> list[WalEvent]:
+        """The archive's indexed events, read from the store once per plan."""
+        return self._index.events(self._archive)
+
     def predict(self, backup: BaseBackup, target: ResolvedTarget,
                 before: WalBreak | None) -> Prediction:
         until = None if before is None else parse_lsn(before.lsn)
         try:
-            return self._index.predict(self._archive, target, backup, until)
+            return self._index.predict(self._archive, target, backup, until, self.events,
+                                       self._listing)
         except DrillError as error:
             if error.code in (ErrorCode.UNKNOWN_XID, ErrorCode.UNKNOWN_RESTORE_POINT):
-                elsewhere = diverged(self._index.events(self._archive),
-                                     self._history(backup), target)
+                elsewhere = diverged(self.events, self._history(backup), target)
                 raise elsewhere or error from None
             raise
 
@@ -120,7 +127,7 @@ class IndexedArchive:
     def commits_between(self, backup: BaseBackup, after_lsn: str,
                         through_lsn: str | None) -> int:
         after, through = parse_lsn(after_lsn), through_lsn and parse_lsn(through_lsn)
-        events = on_timeline(self._index.events(self._archive), self._history(backup))
+        events = on_timeline(self.events, self._history(backup))
         return sum(1 for e in events if e.is_commit and e.start > after
                    and (through is None or e.start <= through))
 

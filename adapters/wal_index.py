@@ -69,6 +69,7 @@ _EVENT_RMGRS = ("--rmgr=Transaction", "--rmgr=XLOG")
 # Runs per worker (more, shorter runs balance the cores when one is slowed down) and the
 # longest run: 64 segments of 16 MiB.
 _RUNS_PER_WORKER = 2
+_MIN_RUN = 2
 _MAX_RUN = 64
 # Output above this (about 25,000 events, a second of parsing) is parsed in a process.
 _PARSE_IN_PROCESS_BYTES = 4 << 20
@@ -119,9 +120,7 @@ class _File:
 @dataclass(frozen=True)
 class _RunDone:
     keys: list[SegmentKey]  # every file of the run, checksummed
-    segments_indexed: int
-    events_indexed: int
-    bytes_indexed: int
+    indexed: list[IndexedSegment]  # what pg_waldump found in those it read
 
 
 def _bad_record_lsn(stderr: str, segment_start: int) -> int:
@@ -176,7 +175,9 @@ def _runs(files: list[_File], listing: ArchiveListing, parallelism: int) -> list
         else:
             chains.append([file])
     total = sum(len(chain) for chain in chains)
-    length = max(1, min(_MAX_RUN, -(-total // (parallelism * _RUNS_PER_WORKER))))
+    # A few runs per worker, but never a pg_waldump per segment while a worker has two.
+    length = min(_MAX_RUN, max(_MIN_RUN, -(-total // (parallelism * _RUNS_PER_WORKER))),
+                 max(1, -(-total // parallelism)))
     return [chain[i:i + length] for chain in chains for i in range(0, len(chain), length)]
 
 
@@ -223,15 +224,22 @@ class WalIndex:
                            for run in _runs(pending, listing, self._parallelism)]
                 for future in as_completed(futures):
                     done = future.result()
+                    # One writer (this thread), one transaction per run: a retried activity
+                    # finds every finished run indexed.
+                    self._store.record_segments(done.indexed)
                     keys.update((Path(key.path), key) for key in done.keys)
-                    progress.segments_indexed += done.segments_indexed
-                    progress.events_indexed += done.events_indexed
-                    bytes_indexed += done.bytes_indexed
+                    progress.segments_indexed += len(done.indexed)
+                    progress.events_indexed += sum(len(one.events) for one in done.indexed)
+                    bytes_indexed += sum(one.key.size for one in done.indexed)
                     on_progress(progress)
         finally:
             self._close_parser()
         ordered = [keys[f.segment.path] for f in files]
-        self._store.set_archive_segments(str(archive.resolve()), ordered)
+        # Nothing new, every checksum known by path: the store already says all this.
+        unchanged = not pending and self._store.archive_identities(str(archive.resolve())) == {
+            (k.timeline, k.file_name, k.size, k.checksum) for k in ordered}
+        if not unchanged:
+            self._store.set_archive_segments(str(archive.resolve()), ordered)
         corrupt = [
             CorruptSegment(name=name, timeline=timeline, at_lsn=format_lsn(at),
                            segno=parse_segment_name(name[:24], self._segment_size)[1],
@@ -260,13 +268,16 @@ class WalIndex:
             raise unreadable_error(archive, found, user)
 
     def predict(self, archive: Path, target: ResolvedTarget, backup: BaseBackup,
-                until_lsn: int | None = None) -> Prediction:
+                until_lsn: int | None = None, events: list[WalEvent] | None = None,
+                listing: ArchiveListing | None = None) -> Prediction:
         """Where recovery from `backup` to `target` stops, from the index of `archive`, on
-        the WAL before `until_lsn` (where the archive breaks) if given."""
-        listing = list_archive(archive, self._segment_size)
+        the WAL before `until_lsn` (where the archive breaks) if given. `events` and
+        `listing`: the archive's, when the caller holds them already."""
+        listing = listing or list_archive(archive, self._segment_size)
         history = choose_timeline(target.timeline, backup.timeline, listing.histories)
         # restore_command never fetches a .partial segment: its records are not replayed.
-        events = [e for e in on_timeline(self.events(archive), history)
+        everything = self.events(archive) if events is None else events
+        events = [e for e in on_timeline(everything, history)
                   if (until_lsn is None or e.end <= until_lsn) and ".partial" not in e.segment]
         record = None
         if target.mode == "lsn":
@@ -315,10 +326,7 @@ class WalIndex:
             indexed += self._read_consecutive(todo[start:end], listing)
             start = end
         _checksummed(run)  # any no pg_waldump run read
-        self._store.record_segments(indexed)
-        return _RunDone(keys=[f.key for f in run], segments_indexed=len(indexed),
-                        events_indexed=sum(len(one.events) for one in indexed),
-                        bytes_indexed=sum(one.key.size for one in indexed))
+        return _RunDone(keys=[f.key for f in run], indexed=indexed)
 
     def _read_consecutive(self, files: list[_File],
                           listing: ArchiveListing) -> list[IndexedSegment]:

@@ -111,6 +111,13 @@ class WalIndexStore:
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.executescript(_SCHEMA)
 
+    def clear(self) -> None:
+        """Forget everything (a cache: it is all read again). For measuring a cold index."""
+        with self._writing() as conn:
+            for table in ("archive_segments", "events", "segments", "file_checksums",
+                          "backup_verifications"):
+                conn.execute(f"DELETE FROM {table}")
+
     def tails(self) -> dict[tuple[int, str, int, str], bool]:
         """tail_open of every indexed segment, by identity: one query for a whole archive."""
         with transaction(self._path) as conn:
@@ -197,6 +204,14 @@ class WalIndexStore:
                 " WHERE timeline = ? AND file_name = ? AND size = ? AND checksum = ?",
                 [(archive, k.timeline, k.file_name, k.size, k.checksum) for k in keys],
             )
+
+    def archive_identities(self, archive: str) -> set[tuple[int, str, int, str]]:
+        """(timeline, file name, size, checksum) of the segments recorded for the archive."""
+        with transaction(self._path) as conn:
+            return set(conn.execute(
+                "SELECT s.timeline, s.file_name, s.size, s.checksum"
+                " FROM archive_segments a JOIN segments s ON s.id = a.segment_id"
+                " WHERE a.archive = ?", (archive,)).fetchall())
 
     def archive_corruption(self, archive: str) -> list[tuple[int, str, int, str]]:
         """(timeline, file name, first unreadable LSN, problem) of the archive's damaged

@@ -1,4 +1,5 @@
-"""The baseline: a point-in-time recovery by hand, with nothing of pitrdrill around it.
+"""The baselines: a point-in-time recovery by hand, with nothing of pitrdrill around it, and
+pgBackRest's own restore and replay of the same cluster.
 
 What an operator's shell script does: `cp -a` the base backup (or `tar -x` a tar-format one),
 touch recovery.signal, `pg_ctl start` with the recovery settings on its command line, poll
@@ -19,6 +20,7 @@ import psycopg
 
 from adapters.pg_runtime import PostgresRuntime, remove_tree
 from adapters.pg_server import PostgresServer, free_port
+from adapters.pgbackrest_cli import repository_options
 from bench.dataset import RecoverySet, RecoveryTarget
 from bench.trials import Timing, phase
 
@@ -89,12 +91,7 @@ class BareRecovery:
         signal.touch()
         self.runtime.give(signal)
         server.start(settings, wait=False)
-        began = time.monotonic()
-        while not _paused(server):
-            elapsed = time.monotonic() - began
-            if (server.pid() is None and elapsed > _START_GRACE_S) or elapsed > _REPLAY_TIMEOUT_S:
-                raise RuntimeError(f"bare recovery did not pause: {server.log_tail(1500)}")
-            time.sleep(POLL_INTERVAL_S)
+        _wait_paused(server)
 
     def recover(self, data: RecoverySet, target: RecoveryTarget,
                 fetch_wal: FetchWal | None = None, sync_before_replay: bool = False) -> Timing:
@@ -121,3 +118,51 @@ class BareRecovery:
                 server.stop("immediate")
                 remove_tree(home)
         return Timing(sum(parts.values()), parts)
+
+
+@dataclass(frozen=True)
+class PgBackRestRecovery:
+    """pgBackRest's own point-in-time recovery, as its documentation runs it: `pgbackrest
+    restore --type=lsn --target=... --target-exclusive --target-action=pause` (its defaults
+    otherwise: one process, and the restore_command it writes is archive-get), then
+    `pg_ctl start` (only the listener and socket on the command line, and no archiving), poll
+    until paused, `pg_ctl stop -m immediate`, `rm -rf`."""
+
+    runtime: PostgresRuntime
+    root: Path
+
+    def recover(self, data: RecoverySet, target: RecoveryTarget) -> Timing:
+        copy = data.pgbackrest
+        assert copy is not None
+        home = self.runtime.make_private_dir(self.root / uuid.uuid4().hex[:12], 0o755)
+        server = PostgresServer(self.runtime, data_dir=home / "data", socket_dir=home,
+                                port=free_port(), log_file=home / "postgres.log")
+        parts: dict[str, float] = {}
+        try:
+            with phase(parts, "restore"):
+                self.runtime.make_private_dir(server.data_dir)
+                done = copy.runner.run([
+                    *repository_options(copy.source), f"--pg1-path={server.data_dir}",
+                    f"--set={copy.backup_label}", "--type=lsn", f"--target={target.lsn}",
+                    "--target-exclusive", "--target-action=pause", "--archive-mode=off",
+                    f"--lock-path={home / 'lock'}", "restore"])
+                if done.returncode != 0:
+                    raise RuntimeError(f"pgbackrest restore failed: {done.stderr or done.stdout}")
+            with phase(parts, "replay"):
+                server.start({"listen_addresses": "", "unix_socket_directories": str(home),
+                              "port": str(server.port), "archive_mode": "off"}, wait=False)
+                _wait_paused(server)
+        finally:
+            with phase(parts, "teardown"):
+                server.stop("immediate")
+                remove_tree(home)
+        return Timing(sum(parts.values()), parts)
+
+
+def _wait_paused(server: PostgresServer) -> None:
+    began = time.monotonic()
+    while not _paused(server):
+        elapsed = time.monotonic() - began
+        if (server.pid() is None and elapsed > _START_GRACE_S) or elapsed > _REPLAY_TIMEOUT_S:
+            raise RuntimeError(f"recovery did not pause: {server.log_tail(1500)}")
+        time.sleep(POLL_INTERVAL_S)

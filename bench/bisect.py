@@ -91,6 +91,7 @@ def build(lab: Lab, pad_mb: int) -> Haystack:
 @dataclass
 class Runs:
     drills: list[float] = field(default_factory=list)
+    drill_stages: list[dict] = field(default_factory=list)
     bisects: list[float] = field(default_factory=list)
     reports: list[BisectReport] = field(default_factory=list)
 
@@ -114,6 +115,7 @@ async def measure(data: Haystack, root: Path, runtime: PostgresRuntime, runs: in
                                      settings.task_queue, show_progress=False)
             if report.status != "verified":
                 raise RuntimeError(f"drill {report.drill_id} {report.status}: {report.errors}")
+            result.drill_stages.append(dict(report.metrics.stage_seconds))
             return time.perf_counter() - began
 
         say("warm-up drill (builds the WAL index)")
@@ -150,7 +152,9 @@ def render(data: Haystack, runs: Runs) -> str:
         f"  bisect (default bounds, confirming drill included)   {_median(runs.bisects)}",
         f"  ratio                                                 {ratio:5.2f}x  "
         f"(goal <= {GOAL:g}x: {'PASS' if ratio <= GOAL else 'MISS'})",
-        f"  one bisect, by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
+        "  one drill, by stage:  " + ", ".join(
+            f"{k} {v:.2f}" for k, v in runs.drill_stages[len(runs.drill_stages) // 2].items()),
+        "  one bisect, by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
         f"  its probes: {len(probes)} (at most {report.max_probes}) for {report.candidates} "
         f"candidates, {sum(probe_s):.2f} s in all (median {statistics.median(probe_s):.3f} s "
         f"each) + {state_s:.2f} s keeping / restoring the clean state; the confirming drill "

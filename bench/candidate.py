@@ -18,6 +18,7 @@ from activities.models import RestoreRequest, Sandbox, SandboxRequest
 from adapters.pg_runtime import PostgresRuntime
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
+from adapters.wal_index_store import WalIndexStore
 from bench.dataset import RecoverySet, RecoveryTarget
 from bench.trials import Timing
 from domain.spec import DrillSpec, FilesystemSource
@@ -56,11 +57,24 @@ class Pitrdrill:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    async def drill(self, data: RecoverySet, target: RecoveryTarget) -> Timing:
+    def forget(self) -> None:
+        """Empty the worker's WAL index and its record of verified backups: the next drill
+        meets the archive as a new worker would (untimed)."""
+        WalIndexStore(self.settings.index_path).clear()
+
+    async def cold_drill(self, data: RecoverySet, target: RecoveryTarget) -> Timing:
+        """A drill that indexes the whole archive and verifies its backup first."""
+        await asyncio.to_thread(self.forget)
+        return await self.drill(data, target)
+
+    async def drill(self, data: RecoverySet, target: RecoveryTarget,
+                    pgbackrest: bool = False) -> Timing:
         """One drill without checks; parts are its stage_seconds plus the time outside them
-        (Temporal scheduling, workflow tasks, the client's wait)."""
+        (Temporal scheduling, workflow tasks, the client's wait). `pgbackrest`: from the
+        data set's pgBackRest repository instead of its plain backup and archive."""
         spec = DrillSpec.model_validate({
-            "database": data.database, "source": data.source(),
+            "database": data.database,
+            "source": data.pgbackrest_source() if pgbackrest else data.source(),
             "target": {"lsn": target.lsn, "inclusive": False, "action": "pause"},
         })
         drill_id = _drill_id()

@@ -10,14 +10,20 @@ built, so an idle server cannot add noise to the timed runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.filesystem_backups import FilesystemBackups
+from adapters.pgbackrest_cli import PgBackRestRunner, repository_options, server_command
 from bench.profile import Profile
 from domain.lsn import format_lsn, parse_lsn, segment_name, segment_number
+from domain.spec import PgBackRestSource
 from lab.lab import Lab
+from lab.pgbackrest import ArchivingPrimary, pgbackrest_command
 from lab.workload import OrdersWorkload
+
+STANZA = "bench"
 
 LEDGER = "ledger"
 _ROW_BYTES = 1000  # ~960-character payload plus header: 8 rows to an 8 kB heap page
@@ -35,6 +41,23 @@ class RecoveryTarget:
 
 
 @dataclass(frozen=True)
+class PgBackRestCopy:
+    """The same cluster in a real pgBackRest repository: one full backup (taken right before
+    the plain one, defaults: gz compression) and every WAL segment, archived by archive-push
+    beside the plain archive's cp. Its paths carry no quote, so pgbackrest's own generated
+    restore_command works (the bare pgBackRest recovery uses it)."""
+
+    source: PgBackRestSource
+    runner: PgBackRestRunner
+    backup_label: str
+    start_lsn: str
+
+    @property
+    def repo(self) -> Path:
+        return Path(self.source.repo_path)
+
+
+@dataclass(frozen=True)
 class RecoverySet:
     name: str
     database: str
@@ -45,6 +68,7 @@ class RecoverySet:
     start_lsn: str
     targets: tuple[RecoveryTarget, ...]  # ascending WAL volume
     tar_backup: Path | None = None  # pg_basebackup -Ft of the same data, alone in its catalog
+    pgbackrest: PgBackRestCopy | None = None
 
     @property
     def last_target(self) -> RecoveryTarget:
@@ -62,6 +86,19 @@ class RecoverySet:
         """What a recovery to `target` reads: pre-warmed before every timed run."""
         return [self.backup, *self.segments_until(target)]
 
+    def pgbackrest_source(self) -> dict[str, str]:
+        """A drill spec's source: the pgBackRest repository holding the same cluster."""
+        assert self.pgbackrest is not None
+        return {"kind": "pgbackrest", "stanza": self.pgbackrest.source.stanza,
+                "repo_path": self.pgbackrest.source.repo_path}
+
+    def pgbackrest_warm_paths(self) -> list[Path]:
+        """What a recovery from the repository reads: its backup and its archive."""
+        assert self.pgbackrest is not None
+        repo, stanza = self.pgbackrest.repo, self.pgbackrest.source.stanza
+        return [repo / "backup" / stanza / self.pgbackrest.backup_label,
+                repo / "archive" / stanza]
+
     def source(self, tar: bool = False) -> dict[str, str]:
         """A drill spec's source: the plain backup's catalog, or the tar copy's."""
         assert not tar or self.tar_backup is not None
@@ -70,13 +107,58 @@ class RecoverySet:
                 "wal_archive": str(self.wal_archive)}
 
 
+def archiving_to_pgbackrest(lab: Lab, repo: Path) -> PgBackRestSource:
+    """Make the lab's primary archive every segment into the plain archive (cp) and into a
+    pgBackRest repository at `repo` (archive-push); to call before the lab starts. Until the
+    stanza exists archive-push fails and the archiver retries (the cp is not repeated)."""
+    runtime = lab.runtime
+    runtime.make_private_dir(repo.parent, 0o755)
+    runtime.make_private_dir(repo, 0o750)
+    source = PgBackRestSource(stanza=STANZA, repo_path=str(repo))
+    runner = PgBackRestRunner(os_user=runtime.os_user)
+    plain = lab.primary
+    push = server_command([runner.binary, *repository_options(source),
+                           f"--pg1-path={plain.data_dir}", f"--lock-path={repo.parent / 'lock'}",
+                           "archive-push"])
+    archive = lab.wal_archive
+    lab.primary = ArchivingPrimary(
+        plain.runtime, plain.data_dir, plain.socket_dir, plain.port, plain.log_file,
+        archive_command=f"(test -f {archive}/%f || cp %p {archive}/%f) && {push} %p")
+    return source
+
+
+def _pgbackrest_options(lab: Lab, source: PgBackRestSource) -> list[str]:
+    primary = lab.primary
+    return [f"--pg1-path={primary.data_dir}", f"--pg1-socket-path={primary.socket_dir}",
+            f"--pg1-port={primary.port}", f"--lock-path={Path(source.repo_path).parent / 'lock'}"]
+
+
+def _stanza_create(lab: Lab, source: PgBackRestSource) -> None:
+    """Before any segment is archived: archive-push needs the stanza."""
+    runner = PgBackRestRunner(os_user=lab.runtime.os_user)
+    pgbackrest_command(runner, source, *_pgbackrest_options(lab, source), "stanza-create")
+
+
+def _pgbackrest_backup(lab: Lab, source: PgBackRestSource) -> PgBackRestCopy:
+    """One full backup (pgBackRest's defaults but for --process-max, which only makes the
+    data set quicker to build)."""
+    runner = PgBackRestRunner(os_user=lab.runtime.os_user)
+    pgbackrest_command(runner, source, *_pgbackrest_options(lab, source), "--type=full",
+                       "--start-fast", "--process-max=2", "backup")
+    info = json.loads(pgbackrest_command(runner, source, "--output=json", "info"))
+    backup = info[0]["backup"][-1]
+    return PgBackRestCopy(source=source, runner=runner, backup_label=backup["label"],
+                          start_lsn=backup["lsn"]["start"])
+
+
 def _described(lab: Lab, name: str, database: str, targets: list[RecoveryTarget],
-               tar_backup: Path | None = None) -> RecoverySet:
+               tar_backup: Path | None = None,
+               pgbackrest: PgBackRestCopy | None = None) -> RecoverySet:
     backup = FilesystemBackups.read(lab.base_backups, lab.wal_archive)[0]
     return RecoverySet(
         name=name, database=database, base_backups=lab.base_backups, backup=Path(backup.path),
         backup_bytes=backup.size_bytes, wal_archive=lab.wal_archive, start_lsn=backup.start_lsn,
-        targets=tuple(targets), tar_backup=tar_backup,
+        targets=tuple(targets), tar_backup=tar_backup, pgbackrest=pgbackrest,
     )
 
 
@@ -112,7 +194,12 @@ def _update_until(lab: Lab, profile: Profile, start_lsn: int) -> list[RecoveryTa
     return targets
 
 
-def build_large(lab: Lab, profile: Profile) -> RecoverySet:
+def build_large(lab: Lab, profile: Profile,
+                pgbackrest: PgBackRestSource | None = None) -> RecoverySet:
+    """`pgbackrest`: the repository the lab's primary also archives into
+    (archiving_to_pgbackrest); a full backup of it is taken right before the plain one."""
+    if pgbackrest is not None:
+        _stanza_create(lab, pgbackrest)
     lab.create_database(LEDGER)
     lab.sql(f"CREATE TABLE {LEDGER} (id bigint NOT NULL, touched int NOT NULL DEFAULT 0, "
             "payload text NOT NULL)", LEDGER)
@@ -120,15 +207,17 @@ def build_large(lab: Lab, profile: Profile) -> RecoverySet:
     # threshold), so the heap is as big as the rows.
     lab.sql(f"INSERT INTO {LEDGER} (id, payload) SELECT g, repeat(md5(g::text), 30) "
             f"FROM generate_series(1, {profile.base_bytes // _ROW_BYTES}) g", LEDGER)
-    # The tar copy first: each backup ends with a WAL segment switch, and the plain backup's
-    # redo point must come after the tar copy's, not count its switch as WAL to replay.
+    # The pgBackRest and tar copies first: each backup ends with a WAL segment switch, and
+    # the plain backup's redo point must come after theirs, not count their switches as WAL
+    # to replay (a recovery from the pgBackRest copy replays those two switches too).
+    copy = _pgbackrest_backup(lab, pgbackrest) if pgbackrest is not None else None
     tar_backup = _tar_backup(lab)
     lab.base_backup(LEDGER)
     start_lsn = parse_lsn(FilesystemBackups.read(lab.base_backups, lab.wal_archive)[0].start_lsn)
     targets = _update_until(lab, profile, start_lsn)
     lab.archive_all(_ARCHIVE_TIMEOUT_S)
     lab.primary.stop()
-    return _described(lab, "large", LEDGER, targets, tar_backup)
+    return _described(lab, "large", LEDGER, targets, tar_backup, copy)
 
 
 def build_tiny(lab: Lab) -> RecoverySet:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from adapters.pg_runtime import PostgresRuntime, remove_tree
 from bench import machine
-from bench.baseline import BareRecovery
+from bench.baseline import BareRecovery, PgBackRestRecovery
 from bench.cache import PageCache
 from bench.candidate import Pitrdrill
-from bench.dataset import build_large, build_tiny
+from bench.dataset import archiving_to_pgbackrest, build_large, build_tiny
 from bench.machine import Noise
 from bench.profile import GiB, Profile, from_env, sections_from_env
 from bench.sections import Bench, run_sections
@@ -32,6 +32,7 @@ from lab.lab import Lab
 from workers import telemetry
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PGBACKREST = Path("/usr/bin/pgbackrest")
 WORK_PARENT = Path("/var/tmp")
 
 
@@ -54,14 +55,19 @@ async def _measure(profile: Profile, root: Path, runtime: PostgresRuntime, say,
     assert task is not None
     # SIGTERM (a CI timeout, kill) cancels like Ctrl-C does, so every cleanup below runs.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with Lab(root / "large", runtime) as large_lab, Lab(root / "tiny", runtime) as tiny_lab:
+    large_lab = Lab(root / "large", runtime)
+    # The same cluster also archived into, and backed up to, a pgBackRest repository.
+    repo = archiving_to_pgbackrest(large_lab, root / "pgbackrest" / "repo") \
+        if PGBACKREST.exists() else None
+    with large_lab, Lab(root / "tiny", runtime) as tiny_lab:
         say(f"building the {profile.name} recovery set")
-        large, tiny = build_large(large_lab, profile), build_tiny(tiny_lab)
+        large, tiny = build_large(large_lab, profile, repo), build_tiny(tiny_lab)
         say(f"base backup {size(large.backup_bytes)}, WAL targets "
             + ", ".join(size(t.wal_bytes) for t in large.targets))
         async with Pitrdrill(runtime, root / "pitrdrill", profile.drill_timeout_s) as pitrdrill:
             bench = Bench(profile, runtime, PageCache(), Noise(),
-                          BareRecovery(runtime, root / "bare"), pitrdrill, large, tiny,
+                          BareRecovery(runtime, root / "bare"),
+                          PgBackRestRecovery(runtime, root / "bare"), pitrdrill, large, tiny,
                           root / "wal-index")
             rows = await run_sections(bench, deadline, say, sections_from_env())
     data = {

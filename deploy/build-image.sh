@@ -42,5 +42,10 @@ fi
 if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
   docker image rm "$old_id" >/dev/null 2>&1 || true
 fi
+# So do the images of its earlier builds' intermediate stages (labelled
+# org.pitrdrill.stage-of=TAG): the newest is kept, the next build's cache.
+docker images --filter dangling=true --filter "label=org.pitrdrill.stage-of=$tag" \
+    --format '{{.CreatedAt}}|{{.ID}}' | LC_ALL=C sort -r | tail -n +2 | cut -d'|' -f2 \
+  | xargs -r docker image rm >/dev/null 2>&1 || true
 size=$(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')
 echo "$tag: built in $((SECONDS - started)) s ($size)"

@@ -144,6 +144,14 @@ def commits_between(events: list[WalEvent], good_stop_lsn: str, bad_stop_lsn: st
                  before_first=before[-1] if before else None)
 
 
+def require_ordered(good_stop_lsn: str, bad_stop_lsn: str) -> None:
+    """The good bound's state must come before the bad bound's."""
+    if parse_lsn(good_stop_lsn) >= parse_lsn(bad_stop_lsn):
+        raise DrillError(ErrorCode.BISECT_NO_CANDIDATES,
+                         f"the good bound stops replay at {good_stop_lsn}, not before the bad "
+                         f"bound ({bad_stop_lsn}): no transaction lies between them")
+
+
 def require_candidates(count: int, relation: str | None = None,
                        scanned: int | None = None) -> None:
     if count > 0:

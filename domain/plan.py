@@ -120,12 +120,24 @@ def _predict_or_explain(archive: ArchiveView, backup: BaseBackup, target: Resolv
         # A target beyond a break is unreachable because of the break: name the segment.
         if error.code == ErrorCode.TARGET_BEYOND_ARCHIVE and beyond is not None:
             raise beyond from None
+        # An xid or restore point that exists only past the break: the same.
+        if error.code in (ErrorCode.UNKNOWN_XID, ErrorCode.UNKNOWN_RESTORE_POINT) \
+                and beyond is not None and _named_past_break(archive, backup, target):
+            raise beyond from None
         raise
     # An LSN target can name a record after the break: still out of reach.
     if beyond is not None and predicted.replay_lsn is not None \
             and parse_lsn(predicted.replay_lsn) > parse_lsn(wal_break.lsn):
         raise beyond
     return predicted
+
+
+def _named_past_break(archive: ArchiveView, backup: BaseBackup, target: ResolvedTarget) -> bool:
+    try:
+        archive.predict(backup, target, None)
+    except DrillError:
+        return False
+    return True
 
 
 def plan_recovery(backups: list[BaseBackup], target: ResolvedTarget, archive: ArchiveView,

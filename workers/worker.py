@@ -89,7 +89,7 @@ class WorkerSettings:
 def build_providers(settings: WorkerSettings) -> SandboxProviders:
     """The sandbox providers of this host (adapters/sandbox_providers)."""
     return SandboxProviders(ProviderSettings(
-        root=settings.sandbox_root, runtime=settings.runtime, host_id=settings.host_id,
+        root=settings.sandbox_root, runtime=settings.runtime,
         default=settings.sandbox_provider, image=settings.sandbox_image))
 
 

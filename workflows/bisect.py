@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.errors import DrillError, ErrorCode
     from domain.report import DrillReport, ErrorEntry
     from domain.stages import DrillProgress, Stage
+    from domain.targets import TargetSpec
     from workflows import options
     from workflows.drill import DrillWorkflow
     from workflows.recovery_path import (
@@ -112,7 +113,7 @@ class BisectWorkflow:
     # --- before the sandbox ------------------------------------------------------------------
 
     async def _plan(self, path: RecoveryPath, request: BisectRequest,
-                    good_at) -> BisectPlan | ErrorEntry:
+                    good_at: TargetSpec | None) -> BisectPlan | ErrorEntry:
         report: BisectReport = path.report  # type: ignore[assignment]
         assert report.target is not None and report.plan is not None
         path.set_status("planning bisection")

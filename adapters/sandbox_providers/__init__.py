@@ -141,7 +141,6 @@ class ProviderSettings:
     runtime: PostgresRuntime = field(default_factory=PostgresRuntime)
     default: str = "local"  # PITRDRILL_SANDBOX_PROVIDER
     image: str = DEFAULT_IMAGE  # PITRDRILL_SANDBOX_IMAGE
-    host_id: str = ""
 
     def __post_init__(self) -> None:
         if self.default not in PROVIDER_NAMES:

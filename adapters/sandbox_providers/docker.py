@@ -12,7 +12,8 @@ Each start of the server is one container, named after the drill, whose main pro
   the host's postgres uid/gid (the data directory's owner);
 - the spec's memory_mb (no swap beyond it), cpus and pids (default 1024) limits;
 - labels pitrdrill.drill_id, pitrdrill.created, pitrdrill.ttl (the keep, in seconds),
-  pitrdrill.root, pitrdrill.host: `pitrdrill sandbox reap` finds them.
+  pitrdrill.root, pitrdrill.host (the host's task queue): `pitrdrill sandbox reap` finds
+  them.
 
 A recovery is refused: it is promoted in place and must be reachable once approved.
 """
@@ -125,6 +126,8 @@ def isolation_of(options: SandboxOptions, limits: SandboxLimits,
                           "no archive mounted"),
         IsolationProperty(name="no_new_privileges", enforced=True,
                           detail="every capability dropped, no-new-privileges"),
+        IsolationProperty(name="private_processes", enforced=True,
+                          detail="own pid namespace: sees and signals only its own processes"),
         *common_properties(),
         IsolationProperty(name="resource_limits", enforced=True,
                           detail=f"memory_mb={limits.memory_mb or 'unlimited'}, "
@@ -138,7 +141,6 @@ class DockerServer(PostgresServer):
     host's paths (bind-mounted), so conninfo, connect and the log readers are inherited."""
 
     sandbox: Sandbox | None = None
-    host_id: str = ""
 
     @property
     def name(self) -> str:
@@ -190,7 +192,7 @@ class DockerServer(PostgresServer):
                 pids_limit=limits.pids or DEFAULT_PIDS,
                 labels={LABEL: sandbox.drill_id, "pitrdrill.created": created.isoformat(),
                         "pitrdrill.ttl": str(int(sandbox.keep_seconds or 0)),
-                        "pitrdrill.root": sandbox.root, "pitrdrill.host": self.host_id,
+                        "pitrdrill.root": sandbox.root, "pitrdrill.host": sandbox.task_queue,
                         "pitrdrill.purpose": sandbox.purpose},
             )
         except docker.errors.ImageNotFound as exc:
@@ -279,8 +281,7 @@ class DockerProvider:
     def server(self, sandbox: Sandbox) -> DockerServer:
         return DockerServer(runtime=self.settings.runtime, data_dir=Path(sandbox.data_dir),
                             socket_dir=Path(sandbox.socket_dir), port=sandbox.port,
-                            log_file=Path(sandbox.log_file), sandbox=sandbox,
-                            host_id=self.settings.host_id)
+                            log_file=Path(sandbox.log_file), sandbox=sandbox)
 
     def teardown(self, sandbox: Sandbox) -> int | None:
         server = self.server(sandbox)
@@ -294,9 +295,8 @@ class DockerProvider:
         docker = _sdk()
         try:
             containers = client().containers.list(all=True, filters={"label": LABEL})
-        except (docker.errors.DockerException, DrillError) as exc:
-            _log.warning("docker sandboxes not listed", error=str(exc))
-            return []
+        except docker.errors.DockerException as exc:
+            raise _unavailable(f"Docker is not reachable: {exc}") from exc
         found = []
         root = self.settings.root.resolve()
         for container in containers:

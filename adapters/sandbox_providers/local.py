@@ -28,8 +28,9 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import shlex
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -160,6 +161,12 @@ def isolation_of(confined: bool, why_not: str | None, options: SandboxOptions,
             name="no_new_privileges", enforced=confined,
             detail="setpriv: no capabilities, no supplementary groups, no_new_privs"
             if confined else unconfined),
+        IsolationProperty(
+            name="private_processes", enforced=False,
+            detail="shares the host's process table (pg_ctl and the worker watch the "
+                   "postmaster by its pid): a program the server runs (COPY ... PROGRAM from a "
+                   "superuser session) could signal other processes of the postgres OS user; "
+                   "provider docker has its own"),
         *_common_properties(),
         IsolationProperty(
             name="resource_limits", enforced=False,
@@ -221,7 +228,7 @@ class LocalServer(PostgresServer):
             binds += ["ro", str(self.runtime.bin_dir.parent)]
         options = [f"-c{key}={value}" for key, value in settings.items()]
         pg_ctl = ["start", "-D", str(self.data_dir), "-l", str(self.log_file),
-                  "-o", " ".join(_quote(option) for option in options)]
+                  "-o", " ".join(shlex.quote(option) for option in options)]
         pg_ctl += ["-w", "-t", str(timeout_s)] if wait else ["-W"]
         environment = as_server_user(self.runtime.os_user)["env"]
         command = [self.runtime.tool("pg_ctl"), *pg_ctl]
@@ -241,16 +248,10 @@ class LocalServer(PostgresServer):
         return recorded_warnings(self.sandbox)
 
 
-def _quote(option: str) -> str:
-    import shlex
-    return shlex.quote(option)
-
-
 @dataclass
 class LocalProvider:
     settings: ProviderSettings
     name: str = "local"
-    _why_not: str | None = field(default=None, init=False)
 
     @property
     def runtime(self) -> PostgresRuntime:
@@ -261,7 +262,7 @@ class LocalProvider:
         why_not = namespaces_available()
         confined = why_not is None
         mounts = [SandboxMount(host=sandbox.root, server=sandbox.root, read_only=False)]
-        if sandbox.data_dir != sandbox.root and not sandbox.data_dir.startswith(sandbox.root + "/"):
+        if not Path(sandbox.data_dir).is_relative_to(sandbox.root):  # a recovery's destination
             mounts.append(SandboxMount(host=sandbox.data_dir, server=sandbox.data_dir,
                                        read_only=False))
         mounts += [SandboxMount(host=path, server=path, read_only=True)
@@ -305,6 +306,8 @@ class LocalProvider:
             return []
         for path in entries:
             record = read_record(path)
+            if record is None and not _cut_short(path):
+                continue  # not a sandbox: never listed, never reaped
             if record is None:
                 created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
                 found.append(HeldSandbox(
@@ -334,6 +337,18 @@ class LocalProvider:
         if _postmaster(data_dir) is not None:
             raise DrillError(ErrorCode.SANDBOX_FAILED,
                              f"the server of {held.root} did not stop")
+
+
+# What a provision cut short can have made before its record: a directory holding anything
+# else is not a sandbox (the sandbox root may be shared), and the reaper leaves it alone.
+_PROVISION_MAKES = {"data", "socket", "pg_hba.conf", "pg_ident.conf", f".{RECORD}.partial"}
+
+
+def _cut_short(path: Path) -> bool:
+    try:
+        return {entry.name for entry in path.iterdir()} <= _PROVISION_MAKES
+    except OSError:
+        return False
 
 
 def _network_only(options: SandboxOptions) -> SandboxIsolation:

@@ -30,7 +30,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 IMAGES = ("pitrdrill/temporal", "pitrdrill/primary", "pitrdrill/worker")
 SERVICES = {"temporal", "primary", "worker", "worker-2"}
 VOLUMES = {"temporal", "primary", "backups", "worker-1", "worker-2"}
-DRILL = ["pitrdrill", "drill", "run", "/backups/drill.yaml", "--json"]
+DRILL = ["timeout", "180", "pitrdrill", "drill", "run", "/backups/drill.yaml", "--json"]
 
 
 def unavailable(reason: str) -> None:
@@ -69,7 +69,7 @@ class Stack:
         self.label = f"com.docker.compose.project={self.project}"
         self.up = False
 
-    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         # Empty ports: Docker picks free ones (127.0.0.1::7233).
         env = {**os.environ, "PITRDRILL_TEMPORAL_PORT": "", "PITRDRILL_UI_PORT": ""}
         return subprocess.run(

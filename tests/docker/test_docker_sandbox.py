@@ -158,6 +158,7 @@ def test_the_server_runs_in_a_container_without_network_with_the_specs_limits(pr
     assert host["Memory"] == LIMITS["memory_mb"] * 1024 * 1024 == host["MemorySwap"]
     assert host["NanoCpus"] == int(LIMITS["cpus"] * 1e9) and host["PidsLimit"] == LIMITS["pids"]
     assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert host["PidMode"] == "" and host["IpcMode"] in ("private", "shareable")
     assert "no-new-privileges" in host["SecurityOpt"]
     mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in container.attrs["Mounts"]}
     assert mounts == {"/sandbox": (sandbox.root, True),
@@ -326,6 +327,7 @@ def test_keep_leaves_the_container_running_until_reap_finds_it_expired(
     assert [s["drill_id"] for s in reaped["removed"]] == [sandbox.drill_id]
     assert containers_of(sandbox.drill_id) == [] and not Path(sandbox.root).exists()
     assert postgres_processes_under(root) == []
+    iso.assert_untouched()
 
 
 def test_a_missing_image_is_refused_before_anything_exists(iso, runtime, work_root: Path):

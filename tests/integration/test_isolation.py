@@ -33,7 +33,7 @@ from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities, server_of
 from adapters.sandbox_providers.local import namespaces_available
 from domain.sandbox import Sandbox
-from domain.spec import FilesystemSource, SandboxOptions
+from domain.spec import SandboxOptions
 from domain.targets import ResolvedTarget
 from lab.isolation import IsolationLab, isolation_lab
 from tests.conftest import postgres_processes_under
@@ -114,7 +114,7 @@ def test_the_sandbox_is_confined_and_says_so(promoted):
         "no_network": True, "private_filesystem": True, "archive_read_only": True,
         "no_new_privileges": True, "no_tcp_listener": True, "no_archiving_or_streaming": True,
         "no_logical_replication": True, "outward_libraries_removed": True,
-        "resource_limits": False}
+        "private_processes": False, "resource_limits": False}
 
 
 def test_a_restored_subscription_never_reaches_its_publisher_even_after_promote(

@@ -211,9 +211,12 @@ def test_latest_over_a_damaged_record_is_wal_corrupt_naming_the_segment_and_lsn(
                                   "the WAL and promotes), giving up everything archived after it")
 
 
-def test_an_explicit_target_past_the_damaged_record_is_refused_alike(damage_lab, damaged):
+@pytest.mark.parametrize("mode", ["time", "xid"])
+def test_an_explicit_target_past_the_damaged_record_is_refused_alike(damage_lab, damaged, mode):
     planner, bad = damaged
-    target = ResolvedTarget(mode="xid", xid=damage_lab.after[-1].xid, inclusive=True)
+    last = damage_lab.after[-1]
+    target = ResolvedTarget(mode="time", utc=last.commit_time, inclusive=True) if mode == "time" \
+        else ResolvedTarget(mode="xid", xid=last.xid, inclusive=True)
     error = planner.refusal(target)
     assert error.code == ErrorCode.WAL_CORRUPT
     assert error.message.startswith(f"segment {bad.segment} is unreadable from {bad.start_lsn} (")

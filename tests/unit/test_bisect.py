@@ -25,6 +25,7 @@ from domain.bisect import (
     probe_target,
     reading_zone,
     require_candidates,
+    require_ordered,
     stop_matches,
 )
 from domain.errors import DrillError
@@ -126,6 +127,15 @@ def test_no_commit_between_the_bounds_is_refused():
     assert "public.orders" in refused.value.message and "12" in refused.value.message
     with pytest.raises(DrillError):
         Search.over(0)
+
+
+def test_a_good_bound_at_or_after_the_bad_one_is_refused():
+    require_ordered("0/3000100", "0/3000200")
+    for good in ("0/3000200", "0/3000300"):
+        with pytest.raises(DrillError) as refused:
+            require_ordered(good, "0/3000200")
+        assert refused.value.code == "BISECT_NO_CANDIDATES"
+        assert "not before the bad bound" in refused.value.message
 
 
 def test_probes_are_logarithmic_plus_the_two_bounds():

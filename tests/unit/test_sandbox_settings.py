@@ -192,7 +192,7 @@ def test_a_local_sandbox_without_root_reports_what_is_not_enforced():
     isolation = isolation_of(False, "not running as root", SandboxOptions(memory_mb=512), [])
     assert set(isolation.not_enforced()) == {"no_network", "private_filesystem",
                                              "archive_read_only", "no_new_privileges",
-                                             "resource_limits"}
+                                             "private_processes", "resource_limits"}
     assert "connect to any address" in isolation.properties[0].detail
 
 
@@ -235,3 +235,38 @@ def test_the_reaper_spares_recoveries_running_drills_and_kept_or_young_sandboxes
     assert "kept until" in reap_reason(kept, now, 0, set())
     assert reap_reason(expired, now, six_hours, set()) is None
     assert "never reaped" in reap_reason(recovery, now, 0, set())
+
+
+# --- speed settings: disposable drills only ------------------------------------------------------
+
+def _sandbox_for(purpose: str) -> Sandbox:
+    return Sandbox(drill_id="d1", root="/sb/d1", data_dir="/sb/d1/data",
+                   socket_dir="/sb/d1/socket", log_file="/sb/d1/postgres.log", port=6543,
+                   purpose=purpose)
+
+
+def _speed_settings_for(purpose: str) -> dict[str, str]:
+    target = ResolvedTarget(mode="lsn", lsn="0/3000000")
+    return server_settings(_sandbox_for(purpose), restore_command("/archive"), target)
+
+
+def test_a_drill_sandbox_replays_without_fsync_waits_or_restartpoints_and_prefetches():
+    s = _speed_settings_for("drill")
+    assert s["fsync"] == "off" and s["synchronous_commit"] == "off"
+    assert s["recovery_prefetch"] == "on"
+    assert s["max_wal_size"] == "64GB" and s["checkpoint_timeout"] == "1d"
+    # Whatever the restored cluster had: a replay must produce the same pages.
+    assert "full_page_writes" not in s
+
+
+def test_a_recovery_keeps_every_durability_default():
+    """A recovery's data directory is promoted and kept: it must survive a crash."""
+    s = _speed_settings_for("recovery")
+    for name in ("fsync", "synchronous_commit", "full_page_writes", "max_wal_size",
+                 "checkpoint_timeout", "recovery_prefetch"):
+        assert name not in s, name
+
+
+def test_speed_settings_never_weaken_isolation_or_the_target():
+    drill, recovery = _speed_settings_for("drill"), _speed_settings_for("recovery")
+    assert {k: v for k, v in drill.items() if k in recovery} == recovery

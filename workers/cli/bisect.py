@@ -124,7 +124,7 @@ async def run_bisect(client: Client, request: BisectRequest, bisect_id: str, tas
 
 def _probe_line(probe: Probe) -> str:
     if probe.role in ("good_bound", "bad_bound"):
-        where = f"{probe.role.replace('_', ' ')} ({probe.target.describe()})"
+        where = probe.role.replace("_", " ")
     else:
         where = f"before {probe.stopped_before.describe()}" if probe.stopped_before \
             else probe.target.describe()

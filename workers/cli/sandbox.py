@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from datetime import timedelta
 
 from adapters.sandbox_providers import (
     HeldSandbox,
-    ProviderSettings,
     SandboxProviders,
     inventory,
     now_utc,
@@ -27,17 +27,14 @@ from adapters.sandbox_providers import (
 from domain.errors import DrillError, ErrorCode
 from domain.synthetic import parse_duration
 from workers.cli.common import EXIT_FAILED, EXIT_OK, add_json, refusal
-from workers.client import connect
-from workers.worker import WorkerSettings
+from workers.client import DEFAULT_ADDRESS, connect
+from workers.worker import WorkerSettings, build_providers
 
 TEMPORAL_WAIT_S = 5.0
 
 
 def _providers() -> SandboxProviders:
-    settings = WorkerSettings.from_env()
-    return SandboxProviders(ProviderSettings(
-        root=settings.sandbox_root, runtime=settings.runtime, host_id=settings.host_id,
-        default=settings.sandbox_provider, image=settings.sandbox_image))
+    return build_providers(WorkerSettings.from_env())
 
 
 async def _running(drill_ids: list[str]) -> tuple[set[str], str]:
@@ -45,11 +42,11 @@ async def _running(drill_ids: list[str]) -> tuple[set[str], str]:
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
+    address = os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS)
     try:
         client = await asyncio.wait_for(connect(), TEMPORAL_WAIT_S)
-    except (RuntimeError, OSError, asyncio.TimeoutError) as exc:
-        return set(), f"unreachable ({str(exc) or type(exc).__name__}): only age protects " \
-                      "running drills"
+    except (RuntimeError, OSError, asyncio.TimeoutError):
+        return set(), f"unreachable at {address}: only age protects running drills"
     running = set()
     for drill_id in drill_ids:
         try:
