@@ -81,9 +81,14 @@ class _LogWatch:
             time.sleep(min(_LOG_LOOK_S, left))
 
     def _woken(self) -> bool:
-        text = self._server.log_since(self._offset)
-        self._offset += len(text.encode(errors="replace"))
-        lines = (self._partial + text).split("\n")
+        try:
+            with open(self._server.log_file, "rb") as log:
+                log.seek(self._offset)
+                new = log.read()
+        except OSError:
+            return False
+        self._offset += len(new)
+        lines = (self._partial + new.decode(errors="replace")).split("\n")
         self._partial = lines.pop()  # not finished yet: looked at again with the rest
         return any(wake in line for line in lines for wake in _WAKE_LINES)
 
@@ -191,7 +196,7 @@ class ReplayActivities:
             if died or time.monotonic() > deadline:
                 # A fast replay can reach its end and stop before its pid file is ever seen.
                 raise _exit_error(server.log_tail(20000), request.target)
-            time.sleep(0.02)
+            time.sleep(0.005)
 
     def _reopen_or_fail(self, server: PostgresServer, request: ReplayRequest,
                         progress: ReplayProgress) -> None:

@@ -32,7 +32,6 @@ from domain.plan import (
     restorable_window,
 )
 from domain.prediction import Prediction
-from domain.report import Metrics
 from domain.spec import BackupSource, DrillSpec
 from domain.targets import ResolvedTarget
 from domain.timelines import choose_timeline, on_timeline

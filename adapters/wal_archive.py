@@ -127,12 +127,12 @@ def unreadable_error(archive: Path, found: Unreadable, user: Traverser) -> Drill
     path, action = found.path, found.action
     stat = path.stat()
     others = f" (and {found.files - 1} more segments)" if found.files > 1 else ""
+    owner, group = _name(pwd.getpwuid, stat.st_uid), _name(grp.getgrgid, stat.st_gid)
     return DrillError(
         ErrorCode.ARCHIVE_UNREADABLE_BY_SERVER,
         f"the WAL archive {archive} is readable by this worker but {user.name}, the OS user "
         f"the sandbox server's restore_command and pg_waldump run as, cannot {action} "
-        f"{path}{others} (mode {stat.st_mode & 0o7777:04o}, owner {_name(pwd.getpwuid, stat.st_uid)}, "
-        f"group {_name(grp.getgrgid, stat.st_gid)})",
+        f"{path}{others} (mode {stat.st_mode & 0o7777:04o}, owner {owner}, group {group})",
         _fix(archive, found, user),
     )
 

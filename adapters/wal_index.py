@@ -24,6 +24,7 @@ segment legitimately ends with an error: that is the end of its WAL.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing
 import os
@@ -51,7 +52,7 @@ from adapters.wal_archive import (
 from adapters.wal_index_store import IndexedSegment, SegmentKey, WalIndexStore
 from adapters.waldump import PgWaldump, segment_bytes
 from domain.catalog import BaseBackup
-from domain.errors import DrillError
+from domain.errors import DrillError, ErrorCode
 from domain.lsn import format_lsn, parse_lsn, parse_segment_name
 from domain.prediction import Prediction, predict_stop
 from domain.targets import ResolvedTarget
@@ -148,6 +149,28 @@ def _checksummed(files: list[_File]) -> None:
     for file in files:
         if file.checksum is None:
             file.checksum = _checksum(file.segment.path)
+
+
+def _expect_full(file: _File, segment_size: int) -> None:
+    """PostgreSQL refuses an archived segment of the wrong size ('archive file ... has wrong
+    size'): so does the index, as materialize does."""
+    if file.size != segment_size:
+        raise DrillError(ErrorCode.WAL_CORRUPT, f"{file.size} bytes, not {segment_size}")
+
+
+def _flat_directory(files: list[_File], listing: ArchiveListing,
+                    segment_size: int) -> Path | None:
+    """The archive directory, when pg_waldump can read these segments there as they are:
+    all complete, uncompressed, under their own names, side by side, and so is the next
+    segment (a record crossing into it is read there too)."""
+    directory = files[0].segment.path.parent
+    last = files[-1].segment
+    successor = listing.find(last.timeline, last.segno + 1)
+    for segment in [f.segment for f in files] + ([successor] if successor else []):
+        if segment.partial or segment.compression is not None \
+                or segment.path.name != segment.name or segment.path.parent != directory:
+            return None
+    return directory
 
 
 def _needs_index(listing: ArchiveListing, segment: ArchivedSegment, key: SegmentKey,
@@ -340,16 +363,23 @@ class WalIndex:
     def _read_from_start(self, files: list[_File], listing: ArchiveListing
                          ) -> tuple[list[IndexedSegment], list[_File]]:
         """Read as many of `files` as pg_waldump gets through from the first one's start:
-        (what was indexed, the files still to read)."""
+        (what was indexed, the files still to read). Plain segments of a flat archive are
+        read where they are; anything else through a scratch directory."""
         size = self._segment_size
         first = files[0].segment
         run_start = first.segno * size
-        with self._waldump.scratch() as scratch:
+        with contextlib.ExitStack() as stack:
+            directory = _flat_directory(files, listing, size)
+            if directory is None:
+                directory = stack.enter_context(self._waldump.scratch())
             readable: list[_File] = []
             for file in files:
                 try:
-                    self._waldump.materialize(file.segment, scratch,
-                                              expect_full=not file.segment.partial)
+                    if directory == file.segment.path.parent:
+                        _expect_full(file, size)
+                    else:
+                        self._waldump.materialize(file.segment, directory,
+                                                  expect_full=not file.segment.partial)
                 except DrillError as unusable:  # wrong size, undecodable: unreadable there
                     if not readable:
                         _checksummed([file])
@@ -365,11 +395,12 @@ class WalIndex:
                 header = segment_bytes(successor, LONG_PAGE_HEADER)
                 crossing_end = continuation_end(end, header, size)
                 if crossing_end is not None:
-                    if not (scratch / successor.name).exists():
-                        self._waldump.materialize(successor, scratch, limit=crossing_end - end)
+                    if not (directory / successor.name).exists():
+                        self._waldump.materialize(successor, directory,
+                                                  limit=crossing_end - end)
                     end = crossing_end
             # The files' checksums are computed while pg_waldump reads them.
-            output = self._waldump.run(scratch, first.timeline, *_EVENT_RMGRS,
+            output = self._waldump.run(directory, first.timeline, *_EVENT_RMGRS,
                                        f"--start={format_lsn(run_start)}",
                                        f"--end={format_lsn(end)}",
                                        meanwhile=lambda: _checksummed(readable))

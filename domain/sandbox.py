@@ -170,19 +170,19 @@ def isolation_settings(sandbox_dir: str, data_dir: str, socket_dir: str, port: i
 
 def drill_speed_settings(sandbox: Sandbox) -> dict[str, str]:
     """Speed for a disposable sandbox only. A drill's copy is thrown away after its checks,
-    so nothing it writes needs to survive a crash of the host: no fsync, no waiting for
-    commits, and no restartpoints during replay (each would write out every dirty buffer).
-    Replay prefetches the blocks its WAL will touch. full_page_writes stays as restored.
-    A recovery (purpose "recovery") keeps every durability default: its data directory is
-    the one a human promotes."""
+    so nothing it writes needs to survive a crash of the host: no fsync (restartpoints and
+    the files replay writes stay in the page cache, and go with the directory), no waiting
+    for commits; replay prefetches the blocks its WAL will touch. full_page_writes stays as
+    restored. (Measured on 1 GiB of WAL: no fsync takes replay from 5.5 to 4.2 s; fewer
+    restartpoints or a larger shared_buffers gained nothing more.) A recovery (purpose
+    "recovery") keeps every durability default: its data directory is the one a human
+    promotes."""
     if sandbox.purpose != "drill":
         return {}
     return {
         "fsync": "off",
         "synchronous_commit": "off",
         "recovery_prefetch": "on",
-        "max_wal_size": "64GB",
-        "checkpoint_timeout": "1d",
     }
 
 

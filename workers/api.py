@@ -62,26 +62,34 @@ def _summary(spec: DrillSpec) -> str:
             f" ({spec.source.kind} source)").replace("  ", " ")
 
 
-async def start_drill(client: Client, spec: DrillSpec, drill_id: str | None = None,
-                      task_queue: str = TASK_QUEUE) -> str:
-    """Start a drill and return its id. Idempotent: an id already running is attached to,
-    and an id that already finished is not run again (its result stays readable)."""
-    drill_id = drill_id or new_drill_id(spec)
+async def start_workflow_once(client: Client, run, argument, workflow_id: str, task_queue: str,
+                              database: str, target_mode: str, summary: str) -> str:
+    """Start a drill-like workflow (drill, recovery, bisect) with the search attributes the UI
+    filters by. Idempotent on its id: an id still running is attached to, and an id that
+    already finished is not run again (its result stays readable)."""
     try:
         await client.start_workflow(
-            DrillWorkflow.run, spec, id=drill_id, task_queue=task_queue,
+            run, argument, id=workflow_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([
-                SearchAttributePair(PITR_DATABASE, spec.database),
-                SearchAttributePair(PITR_TARGET_MODE, mode_label(spec.target)),
+                SearchAttributePair(PITR_DATABASE, database),
+                SearchAttributePair(PITR_TARGET_MODE, target_mode),
                 SearchAttributePair(PITR_STATUS, "starting"),
             ]),
-            static_summary=_summary(spec),
+            static_summary=summary,
         )
     except WorkflowAlreadyStartedError:
-        pass  # the id finished before: its result stays readable
-    return drill_id
+        pass
+    return workflow_id
+
+
+async def start_drill(client: Client, spec: DrillSpec, drill_id: str | None = None,
+                      task_queue: str = TASK_QUEUE) -> str:
+    """Start a drill and return its id (idempotent on the id)."""
+    return await start_workflow_once(client, DrillWorkflow.run, spec,
+                                     drill_id or new_drill_id(spec), task_queue, spec.database,
+                                     mode_label(spec.target), _summary(spec))
 
 
 def _handle(client: Client, drill_id: str,
@@ -139,21 +147,9 @@ async def start_recovery(client: Client, spec: RecoverySpec, recovery_id: str | 
     """Start a recovery into spec.destination; it waits paused for approve_promotion/abort.
     Idempotent on its id like a drill."""
     recovery_id = recovery_id or new_drill_id(spec).replace("drill-", "recovery-", 1)
-    try:
-        await client.start_workflow(
-            RecoveryWorkflow.run, spec, id=recovery_id, task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(PITR_DATABASE, spec.database),
-                SearchAttributePair(PITR_TARGET_MODE, mode_label(spec.target)),
-                SearchAttributePair(PITR_STATUS, "starting"),
-            ]),
-            static_summary=f"RECOVERY of {spec.database} into {spec.destination}",
-        )
-    except WorkflowAlreadyStartedError:
-        pass
-    return recovery_id
+    return await start_workflow_once(client, RecoveryWorkflow.run, spec, recovery_id, task_queue,
+                                     spec.database, mode_label(spec.target),
+                                     f"RECOVERY of {spec.database} into {spec.destination}")
 
 
 async def approve_promotion(client: Client, recovery_id: str, approval: Approval) -> str:

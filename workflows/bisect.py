@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.probe import ProbeActivities
     from activities.targets import TargetActivities
-    from domain import checks as _checks  # noqa: F401  (a Check validator imports it lazily)
     from domain.bisect import (
         BisectReport,
         BisectRequest,
@@ -60,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         STAGE_CODE,
         RecoveryPath,
         error_entry,
-        is_cancellation,
         reraise_cancellation,
         since,
     )
@@ -88,7 +86,7 @@ class BisectWorkflow:
         spec = request.spec.model_copy(update={"checks": [], "fallback": automatic})
         path = self._path = RecoveryPath(spec, BisectReport, predicate=request.bad_when)
         workflow.upsert_search_attributes([PITR_TARGET_MODE.value_set("bisect")])
-        try:
+        with path.ends_cancelled():
             try:
                 request.refuse_unsafe_predicate()
                 good_at, bad_at = request.good_target(), request.bad_target()
@@ -105,10 +103,6 @@ class BisectWorkflow:
             if confirming is not None:
                 failure = await self._confirmed(path, confirming)
             return path.finish(failure)
-        except BaseException as exc:
-            if is_cancellation(exc):
-                path.cancelled()
-            raise
 
     # --- before the sandbox ------------------------------------------------------------------
 

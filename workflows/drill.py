@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
         STAGE_CODE,
         RecoveryPath,
         error_entry,
-        is_cancellation,
         reraise_cancellation,
     )
 
@@ -55,7 +54,7 @@ class DrillWorkflow:
     @workflow.run
     async def run(self, spec: DrillSpec) -> DrillReport:
         path = self._path = RecoveryPath(spec)
-        try:
+        with path.ends_cancelled():
             refusal = await path.validate_or_escalate(lambda: self._decision)
             if refusal is not GO_ON:
                 return path.finish(refusal)
@@ -63,10 +62,6 @@ class DrillWorkflow:
             if not path.report.errors:
                 await path.record_throughput()
             return path.finish()
-        except BaseException as exc:
-            if is_cancellation(exc):
-                path.cancelled()
-            raise
 
     async def _in_sandbox(self, path: RecoveryPath) -> None:
         """A failure is reported before teardown, whose own troubles come after it."""

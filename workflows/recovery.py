@@ -14,7 +14,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import PromotionRequest, Sandbox, SandboxRequest
     from activities.promotion import PromotionActivities
     from domain.recovery import Abort, Approval, DecisionRecord, RecoveryReport, RecoverySpec
-    from domain.report import ErrorEntry
     from domain.stages import DrillProgress, Stage
     from workflows import options
     from workflows.recovery_path import (
@@ -66,15 +65,11 @@ class RecoveryWorkflow:
     @workflow.run
     async def run(self, spec: RecoverySpec) -> RecoveryReport:
         path = self._path = RecoveryPath(spec, RecoveryReport, destination=spec.destination)
-        try:
+        with path.ends_cancelled():
             refusal = await path.validate_or_escalate(lambda: None)
             if refusal is not GO_ON:
                 return path.finish(refusal)
             return await self._recover(path, spec)
-        except BaseException as exc:
-            if is_cancellation(exc):
-                path.cancelled()
-            raise
 
     async def _recover(self, path: RecoveryPath, spec: RecoverySpec) -> RecoveryReport:
         """A cancel before a human decided leaves the destination empty, as it was."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 
 from temporalio import workflow
@@ -93,9 +93,17 @@ class RecoveryPath:
     def set_status(self, status: str) -> None:
         workflow.upsert_search_attributes([PITR_STATUS.value_set(str(status))])
 
-    def cancelled(self) -> None:
-        self.set_status("cancelled")
-        self.progress.stage, self.progress.finished = None, True
+    @contextmanager
+    def ends_cancelled(self):
+        """Around a workflow's run: a cancel shows as `cancelled` in the status and the UI,
+        then ends the workflow cancelled."""
+        try:
+            yield
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.set_status("cancelled")
+                self.progress.stage, self.progress.finished = None, True
+            raise
 
     def finish(self, error: ErrorEntry | None = None) -> DrillReport:
         report = self.report

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -48,12 +49,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def destination(work_root: Path, runtime: PostgresRuntime):
+def destination(work_root: Path, runtime: PostgresRuntime, worker):
+    """A promoted or paused recovery is the operator's to stop: the test does it, and removes
+    the recovery's socket and log directory, so later tests find an empty sandbox root."""
     path = work_root / f"recovered-{uuid.uuid4().hex[:6]}"
     yield path
     if (path / "postmaster.pid").exists():
         runtime.run("pg_ctl", "stop", "-D", str(path), "-m", "immediate", check=False)
     assert postgres_processes_under(path) == []
+    for kept in worker.sandbox_root.glob("recovery-*"):
+        shutil.rmtree(kept)
 
 
 async def test_approve_promotes_a_writable_database_with_exactly_the_rows_at_the_target(

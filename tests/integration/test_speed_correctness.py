@@ -366,10 +366,6 @@ class LoggingServer:
     def log_size(self) -> int:
         return self.log_file.stat().st_size
 
-    def log_since(self, offset: int) -> str:
-        with self.log_file.open("rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
 
 
 @pytest.mark.parametrize("line", [

@@ -25,13 +25,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from pydantic import ValidationError
 
@@ -44,7 +37,6 @@ from workers.cli.common import EXIT_FOR_STATUS, connected, load_spec, refusal
 from workers.client import start_embedded
 from workers.worker import TASK_QUEUE, WorkerSettings, running_workers
 from workflows.bisect import BisectWorkflow
-from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
 
 
 def new_bisect_id(spec: DrillSpec) -> str:
@@ -67,23 +59,10 @@ def bisect_request(spec: DrillSpec, bad_when: str, good_at: str | None = None,
 async def start_bisect(client: Client, request: BisectRequest, bisect_id: str | None = None,
                        task_queue: str = TASK_QUEUE) -> str:
     """Start (or attach to: the id is the idempotency key) a bisection; returns its id."""
-    bisect_id = bisect_id or new_bisect_id(request.spec)
-    try:
-        await client.start_workflow(
-            BisectWorkflow.run, request, id=bisect_id, task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(PITR_DATABASE, request.spec.database),
-                SearchAttributePair(PITR_TARGET_MODE, "bisect"),
-                SearchAttributePair(PITR_STATUS, "starting"),
-            ]),
-            static_summary=f"BISECT {request.spec.database}: first commit where "
-                           f"{request.bad_when[:80]}",
-        )
-    except WorkflowAlreadyStartedError:
-        pass
-    return bisect_id
+    return await api.start_workflow_once(
+        client, BisectWorkflow.run, request, bisect_id or new_bisect_id(request.spec),
+        task_queue, request.spec.database, "bisect",
+        f"BISECT {request.spec.database}: first commit where {request.bad_when[:80]}")
 
 
 async def bisect_result(client: Client, bisect_id: str,
