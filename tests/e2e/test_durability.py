@@ -10,16 +10,14 @@ LSN, last commit time and checks), with one sandbox, provisioned once, and nothi
 Notes on what these tests found and how they are timed:
 
 - The SDK sends an activity's heartbeats to the server at most every 0.8 x its heartbeat
-  timeout (8 s for the drill's 10 s) unless the worker is built with a shorter
-  `max_heartbeat_throttle_interval`; workers/worker.py builds them without. So `drill status`
-  shows 0 bytes restored and no replay LSN for the first 8 s of a stage — these stages last
-  a few seconds here, so the kills watch the sandbox itself — and a restore killed within its
-  first 8 s is retried from its first file (the tests print how many files a retry resumed).
+  timeout unless the worker sets `max_heartbeat_throttle_interval` (workers/worker.py: 1 s).
+  These stages last a few seconds here, so the kills watch the sandbox itself rather than the
+  heartbeated progress.
 - A killed worker's attempt is retried once its 10 s heartbeat timeout expires: each kill of
-  a worker costs ~11 s. The sandbox server replays on without its worker meanwhile and has
-  usually reached the target when the retry re-attaches to it.
-- A cancel reaches a running activity with the next heartbeat sent (up to 8 s later): a
-  replay that ends sooner completes, and the drill honours the cancel at the stage boundary.
+  a worker costs ~11 s (it was 2 minutes). The sandbox server replays on without its worker
+  meanwhile and has usually reached the target when the retry re-attaches to it.
+- A cancel reaches a running activity with its next heartbeat: a replay that ends sooner
+  completes, and the drill honours the cancel at the stage boundary.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -46,7 +44,7 @@ from adapters.pg_server import PostgresServer
 from adapters.processes import is_alive
 from domain.errors import DrillError, ErrorCode
 from domain.lsn import parse_lsn
-from domain.report import DrillReport
+from domain.report import DrillReport, mb_per_s
 from domain.spec import DrillSpec
 from domain.stages import LiveProgress, Stage
 from lab.lab import Lab, Marker
@@ -440,6 +438,7 @@ class ActivityRun:
     outcome: str = "pending"
     result: object = None
     scheduled_at: datetime | None = None
+    heartbeat_timeout: timedelta | None = None
     started_at: datetime | None = None  # of the last attempt
     closed_at: datetime | None = None
 
@@ -454,8 +453,10 @@ async def activity_runs(handle: WorkflowHandle) -> list[ActivityRun]:
         kind = event.WhichOneof("attributes")
         if kind == "activity_task_scheduled_event_attributes":
             attrs = event.activity_task_scheduled_event_attributes
-            runs[event.event_id] = ActivityRun(attrs.activity_type.name, attrs.task_queue.name,
-                                               scheduled_at=event.event_time.ToDatetime())
+            runs[event.event_id] = ActivityRun(
+                attrs.activity_type.name, attrs.task_queue.name,
+                scheduled_at=event.event_time.ToDatetime(),
+                heartbeat_timeout=attrs.heartbeat_timeout.ToTimedelta())
         elif kind == "activity_task_started_event_attributes":
             attrs = event.activity_task_started_event_attributes
             run = runs[attrs.scheduled_event_id]
@@ -586,6 +587,14 @@ async def test_a_worker_killed_during_replay_reattaches_to_the_running_sandbox_s
     replay = only(runs, "replay_to_target")
     assert replay.outcome == "completed" and replay.attempt >= 2
     assert replay.identity.startswith(f"{worker.pid}@")
+    # A dead worker is noticed in seconds, not after a 2-minute heartbeat timeout.
+    assert replay.heartbeat_timeout <= timedelta(seconds=10)
+    # Throughput over the whole stage, both attempts: not the retry's few seconds alone.
+    metrics = report.metrics
+    assert metrics.stage_seconds["replay"] >= (replay.closed_at - replay.scheduled_at
+                                               ).total_seconds() - 0.5
+    assert metrics.replay_mb_per_s == mb_per_s(metrics.wal_bytes_replayed,
+                                               metrics.stage_seconds["replay"])
     # The retry re-attached to the very server the killed worker had started: teardown
     # stopped that postmaster, not a second one.
     assert only(runs, "teardown_sandbox").result.stopped_pid == strike.postmaster_pid
