@@ -89,7 +89,12 @@ def _report(profile: Profile, rows: list[Row], meta: dict, wall: float) -> str:
         f"page cache: {meta['page_cache']}",
         f"noise: {meta['noise_summary']}",
     ]
-    footer = [f"targets: {verdicts.count('PASS')} PASS, {verdicts.count('MISS')} MISS, "
+    goals = [f"  {row.verdict:4} {row.section:<3} {row.figure.strip():<44} "
+             + (f"{row.candidate.median:.2f} s" if row.goal.on == "seconds" and row.candidate
+                else f"ratio {row.ratio:.3f}" if row.ratio is not None else "-")
+             + f"  (goal {row.goal.text})" for row in rows if row.goal]
+    footer = ["goals:", *goals,
+              f"targets: {verdicts.count('PASS')} PASS, {verdicts.count('MISS')} MISS, "
               f"{verdicts.count('N/A')} N/A", f"wall time of the run: {wall:.0f} s"]
     return "\n".join([*header, "", table, "", *footer])
 

@@ -432,11 +432,14 @@ def test_a_flipped_byte_after_the_stop_in_the_same_segment_is_not_an_error(
 
 
 def test_latest_replays_up_to_the_flipped_record(gap_lab, late_commit_flipped, scratch):
-    """PostgreSQL replays a damaged segment up to the bad record and ends recovery there.
-    FAILS: the plan predicts the stop at the segment's first byte, one commit short, so a
-    real drill to `latest` ends in PREDICTION_MISMATCH."""
-    plan = late_commit_flipped.plan(LATEST)
-    promoted = recovered(scratch, late_commit_flipped, plan, LATEST)
+    """PostgreSQL replays a damaged segment up to the bad record and ends recovery there:
+    `latest` alone is refused (WAL_CORRUPT); with last_consistent_before_gap the plan stops
+    exactly where PostgreSQL does."""
+    with pytest.raises(DrillError) as refused:
+        late_commit_flipped.plan(LATEST)
+    assert refused.value.code == ErrorCode.WAL_CORRUPT
+    plan = late_commit_flipped.plan(LATEST, LAST_CONSISTENT)
+    promoted = recovered(scratch, late_commit_flipped, plan, plan.fallback.used)
     assert promoted.last_commit_time == gap_lab.late[0].commit_time
     assert plan.predicted.last_xact_replay_time == promoted.last_commit_time
 
