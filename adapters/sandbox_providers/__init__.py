@@ -369,3 +369,13 @@ def reap(providers: SandboxProviders, entries: list[HeldSandbox], now: datetime,
                   containers=entry.containers)
         removed.append(entry)
     return removed, kept
+
+
+def stop_for_teardown(server, what: str) -> int | None:
+    """Stop a sandbox's server for good, returning the pid it had. The copy is disposable:
+    no clean shutdown checkpoint is waited for. Still running: raise, so teardown retries."""
+    pid = server.pid()
+    server.stop("immediate")
+    if server.pid() is not None:
+        raise RuntimeError(f"{what} is still running; retrying")
+    return pid

@@ -38,6 +38,7 @@ from adapters.sandbox_providers import (
     ProviderSettings,
     hardened,
     recorded_warnings,
+    stop_for_teardown,
 )
 from adapters.sandbox_providers.local import common_properties
 from domain.errors import DrillError, ErrorCode
@@ -285,11 +286,7 @@ class DockerProvider:
 
     def teardown(self, sandbox: Sandbox) -> int | None:
         server = self.server(sandbox)
-        pid = server.pid()
-        server.stop("immediate")
-        if server.pid() is not None:
-            raise RuntimeError(f"container {server.name} is still running; retrying")
-        return pid
+        return stop_for_teardown(server, f"container {server.name}")
 
     def held(self) -> list[HeldSandbox]:
         docker = _sdk()

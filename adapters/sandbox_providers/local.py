@@ -47,6 +47,7 @@ from adapters.sandbox_providers import (
     hardened,
     read_record,
     recorded_warnings,
+    stop_for_teardown,
 )
 from domain.errors import DrillError, ErrorCode
 from domain.sandbox import IsolationProperty, Sandbox, SandboxIsolation, SandboxLimits, SandboxMount
@@ -287,13 +288,7 @@ class LocalProvider:
                            log_file=Path(sandbox.log_file), sandbox=sandbox)
 
     def teardown(self, sandbox: Sandbox) -> int | None:
-        server = self.server(sandbox)
-        pid = server.pid()
-        # The copy is disposable: no need to wait for a clean shutdown checkpoint.
-        server.stop("immediate")
-        if server.pid() is not None:
-            raise RuntimeError(f"the sandbox server {pid} is still running; retrying")
-        return pid
+        return stop_for_teardown(self.server(sandbox), f"the sandbox server of {sandbox.root}")
 
     def held(self) -> list[HeldSandbox]:
         """Every directory under the sandbox root (local and docker sandboxes alike: both
