@@ -12,10 +12,10 @@ from pydantic import BaseModel
 from domain.catalog import BaseBackup
 from domain.recovery import Approval, Promotion
 from adapters.preflight import PlanRequest, PlanResult
-from domain.report import CheckResult, ErrorEntry, Metrics, Recovered
+from domain.report import CheckResult, DrillReport, ErrorEntry, Metrics, Recovered
 from domain.restore import RestoreProgress, RestoreResult
 from domain.sandbox import Sandbox
-from domain.spec import BackupSource, Check, SandboxOptions
+from domain.spec import BackupSource, Check, SandboxOptions, WarmSpec
 from domain.targets import ResolvedTarget, TargetSpec
 
 
@@ -89,6 +89,25 @@ class ChecksProgress(BaseModel):
 class ChecksResult(BaseModel):
     results: list[CheckResult]
     seconds: float
+
+
+class WarmRequest(BaseModel):
+    sandbox: Sandbox
+    database: str
+    db_user: str
+    warm: WarmSpec
+
+
+class LedgerEntry(BaseModel):
+    """A finished drill's or recovery's report, to append to the drill ledger."""
+
+    kind: str  # drill | recovery
+    report: DrillReport
+
+
+class LedgerReceipt(BaseModel):
+    ledger: str  # where it went (a redacted DSN or a file path)
+    appended: bool  # False: the entry was already there (a retried append)
 
 
 class TeardownResult(BaseModel):

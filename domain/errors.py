@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     CHECK_FAILED = "CHECK_FAILED"
     CHECK_ERROR = "CHECK_ERROR"
     CHECK_UNSAFE = "CHECK_UNSAFE"
+    WARM_FAILED = "WARM_FAILED"
     TEMPORAL_UNAVAILABLE = "TEMPORAL_UNAVAILABLE"
     DRILL_CANCELLED = "DRILL_CANCELLED"
     SANDBOX_HOST_LOST = "SANDBOX_HOST_LOST"
@@ -292,6 +293,12 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "(DO, query_to_xml, ts_stat), or more than one statement.",
         "Make the check named one read-only query without the construct named; checks run as "
         "pg_read_all_data, with no file or program access.",
+    ),
+    ErrorCode.WARM_FAILED: ErrorInfo(
+        "runtime",
+        "Loading the spec's relations into the sandbox's cache failed (after every check "
+        "passed).",
+        "Check the relation names under `warm.relations` exist in the recovered database.",
     ),
     ErrorCode.TEMPORAL_UNAVAILABLE: ErrorInfo(
         "runtime",

@@ -12,6 +12,7 @@ from domain.errors import DrillError
 from domain.escalation import EscalationRecord
 from domain.plan import DrillPlan
 from domain.sandbox import SandboxIsolation
+from domain.stages import StageSpan
 from domain.synthetic import SyntheticTarget
 from domain.targets import ResolvedTarget
 
@@ -34,6 +35,20 @@ class CheckResult(BaseModel):
     observed: Any = None
     expected: Any = None
     error: str | None = None
+
+
+class WarmedRelation(BaseModel):
+    name: str
+    bytes: int
+    method: Literal["pg_prewarm", "sequential_read"]
+
+
+class WarmReport(BaseModel):
+    """The cache-warming stage: what was loaded, how, how many bytes, how long."""
+
+    relations: list[WarmedRelation] = Field(default_factory=list)
+    bytes_warmed: int = 0
+    seconds: float = 0.0
 
 
 class Recovered(BaseModel):
@@ -76,8 +91,11 @@ class DrillReport(BaseModel):
     escalation: EscalationRecord | None = None
     recovered: Recovered | None = None
     checks: list[CheckResult] = Field(default_factory=list)
+    warm: WarmReport | None = None
     errors: list[ErrorEntry] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
+    # Every stage that began, in order, with its start: the report's timeline.
+    stages: list[StageSpan] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     workflow_run_id: str | None = None

@@ -47,6 +47,16 @@ class Check(BaseModel):
     expect: Any = None
 
 
+class WarmSpec(BaseModel):
+    """Load these relations (and, with `indexes`, their indexes) into shared buffers after
+    the checks pass: pg_prewarm when the backup has it, else a sequential read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relations: list[str] = Field(min_length=1)
+    indexes: bool = True
+
+
 FallbackStep = Literal["earlier_backup", "last_consistent_before_gap", "escalate"]
 
 
@@ -102,6 +112,7 @@ class DrillSpec(BaseModel):
     source: BackupSource
     target: TargetSpec
     checks: list[Check] = Field(default_factory=list)
+    warm: WarmSpec | None = None
     # The role the checks connect as inside the sandbox (trust auth on a private socket).
     db_user: str = "postgres"
     # What to do, in order, when pre-flight refuses the plan; empty: reject the drill.

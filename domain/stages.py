@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +29,15 @@ class Stage(StrEnum):
 class StageTiming(BaseModel):
     stage: Stage
     seconds: float
+
+
+class StageSpan(BaseModel):
+    """One stage on the drill's timeline: when it began, how long, how it ended."""
+
+    stage: Stage
+    started_at: datetime
+    seconds: float
+    outcome: Literal["done", "failed"]
 
 
 class DrillProgress(BaseModel):

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 
 from activities.checks import CheckActivities
 from activities.escalation import EscalationNotifier
+from activities.ledger import LedgerActivities
 from activities.planning import PlanningActivities
 from activities.probe import ProbeActivities
 from activities.promotion import PromotionActivities
@@ -33,6 +34,7 @@ from activities.replay import ReplayActivities
 from activities.restore import RestoreActivities
 from activities.sandbox import SandboxActivities
 from activities.targets import TargetActivities
+from activities.warm import WarmActivities
 from adapters.filesystem_backups import FilesystemBackups
 from adapters.pg_runtime import PostgresRuntime
 from adapters.pgbackrest_cli import PgBackRest, PgBackRestRunner
@@ -67,6 +69,9 @@ class WorkerSettings:
     # PITRDRILL_SANDBOX_IMAGE (docker, default pitrdrill/sandbox:15).
     sandbox_provider: str = "local"
     sandbox_image: str = "pitrdrill/sandbox:15"
+    # PITRDRILL_LEDGER: where finished drills are appended: a SQLite file path, or a
+    # postgresql:// DSN for a team's shared ledger.
+    ledger: str = "/var/tmp/pitrdrill/ledger.sqlite"
 
     @property
     def host_queue(self) -> str:
@@ -82,6 +87,7 @@ class WorkerSettings:
             runtime=PostgresRuntime.from_env(),
             sandbox_provider=os.environ.get("PITRDRILL_SANDBOX_PROVIDER", cls.sandbox_provider),
             sandbox_image=os.environ.get("PITRDRILL_SANDBOX_IMAGE", cls.sandbox_image),
+            ledger=os.environ.get("PITRDRILL_LEDGER", cls.ledger),
         )
         return dataclasses.replace(settings, **overrides)
 
@@ -129,6 +135,7 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
             sandboxes.provision,
             EscalationNotifier().notify,
             probes.plan_bisection,
+            LedgerActivities(settings.ledger).append_to_ledger,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -143,6 +150,7 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
             RestoreActivities(sources).restore_base_backup,
             ReplayActivities(runtime, sources).replay_to_target,
             CheckActivities(runtime).run_checks,
+            WarmActivities(runtime).warm_cache,
             sandboxes.teardown,
             # A recovery names the host that restores into its destination.
             sandboxes.provision,

@@ -55,13 +55,18 @@ class DrillWorkflow:
     async def run(self, spec: DrillSpec) -> DrillReport:
         path = self._path = RecoveryPath(spec)
         with path.ends_cancelled():
-            refusal = await path.validate_or_escalate(lambda: self._decision)
-            if refusal is not GO_ON:
-                return path.finish(refusal)
-            await self._in_sandbox(path)
-            if not path.report.errors:
-                await path.record_throughput()
-            return path.finish()
+            report = await self._drill(path)
+        await path.leave_evidence("drill")
+        return report
+
+    async def _drill(self, path: RecoveryPath) -> DrillReport:
+        refusal = await path.validate_or_escalate(lambda: self._decision)
+        if refusal is not GO_ON:
+            return path.finish(refusal)
+        await self._in_sandbox(path)
+        if not path.report.errors:
+            await path.record_throughput()
+        return path.finish()
 
     async def _in_sandbox(self, path: RecoveryPath) -> None:
         """A failure is reported before teardown, whose own troubles come after it."""
@@ -75,6 +80,8 @@ class DrillWorkflow:
             await path.replay(sandbox)
             stage = Stage.CHECKS
             await path.check(sandbox)
+            stage = Stage.WARM
+            await path.warm(sandbox)
         except ActivityError as exc:
             reraise_cancellation(exc)
             path.report.errors.append(error_entry(exc, STAGE_CODE[stage]))

@@ -30,6 +30,7 @@ PLAN_DRILL = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=H
                   retry_policy=IO)
 RECORD_THROUGHPUT = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
 NOTIFY_ESCALATION = dict(start_to_close_timeout=timedelta(minutes=1), retry_policy=QUICK)
+APPEND_TO_LEDGER = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
 PROVISION_SANDBOX = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=IO)
 
 # Sent to the sandbox's host queue; `host_bound` adds the wait for that host.
@@ -40,6 +41,8 @@ REPLAY_TO_TARGET = dict(start_to_close_timeout=timedelta(hours=12),
                         heartbeat_timeout=HEARTBEAT, retry_policy=IO,
                         cancellation_type=WAIT_FOR_CANCEL)
 RUN_CHECKS = dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=HEARTBEAT,
+                  retry_policy=QUICK, cancellation_type=WAIT_FOR_CANCEL)
+WARM_CACHE = dict(start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=HEARTBEAT,
                   retry_policy=QUICK, cancellation_type=WAIT_FOR_CANCEL)
 PROMOTE_RECOVERY = dict(start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=HEARTBEAT,
                         retry_policy=QUICK)

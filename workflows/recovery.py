@@ -67,9 +67,10 @@ class RecoveryWorkflow:
         path = self._path = RecoveryPath(spec, RecoveryReport, destination=spec.destination)
         with path.ends_cancelled():
             refusal = await path.validate_or_escalate(lambda: None)
-            if refusal is not GO_ON:
-                return path.finish(refusal)
-            return await self._recover(path, spec)
+            report = path.finish(refusal) if refusal is not GO_ON \
+                else await self._recover(path, spec)
+        await path.leave_evidence("recovery")
+        return report
 
     async def _recover(self, path: RecoveryPath, spec: RecoverySpec) -> RecoveryReport:
         """A cancel before a human decided leaves the destination empty, as it was."""
@@ -95,6 +96,8 @@ class RecoveryWorkflow:
             await path.replay(sandbox)
             stage = Stage.CHECKS
             await path.check(sandbox)
+            stage = Stage.WARM
+            await path.warm(sandbox)
         except ActivityError as exc:
             reraise_cancellation(exc)
             report.errors.append(error_entry(exc, STAGE_CODE[stage]))

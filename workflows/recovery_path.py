@@ -24,18 +24,22 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import (
         ChecksRequest,
         EscalationNotice,
+        LedgerEntry,
         PlanRequest,
         ReplayRequest,
         ResolveTargetRequest,
         RestoreRequest,
         Sandbox,
         SandboxRequest,
+        WarmRequest,
     )
+    from activities.ledger import LedgerActivities
     from activities.planning import PlanningActivities
     from activities.replay import ReplayActivities
     from activities.restore import RestoreActivities
     from activities.sandbox import SandboxActivities
     from activities.targets import TargetActivities
+    from activities.warm import WarmActivities
     from domain.errors import CATALOGUE, DrillError, ErrorCode, kind_of
     from domain.escalation import Decision, EscalationRecord, decide_command, spec_after_decision
     from domain.lsn import parse_lsn
@@ -43,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
     from domain import synthetic
     from domain.spec import DrillSpec, refuse_unsafe_checks
-    from domain.stages import DrillProgress, Stage, StageTiming
+    from domain.stages import DrillProgress, Stage, StageSpan, StageTiming
     from domain.targets import TargetSpec, mode_label, resolve_target
     from workflows import options
     from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
@@ -52,6 +56,7 @@ CATALOGUE_CODES = {str(code) for code in CATALOGUE}
 # The code a stage's unexpected failure is reported under.
 STAGE_CODE = {Stage.PROVISION: ErrorCode.SANDBOX_FAILED, Stage.RESTORE: ErrorCode.RESTORE_FAILED,
               Stage.REPLAY: ErrorCode.RECOVERY_FAILED, Stage.CHECKS: ErrorCode.CHECK_ERROR,
+              Stage.WARM: ErrorCode.WARM_FAILED,
               Stage.PROMOTE: ErrorCode.PROMOTION_FAILED}
 # `validate_or_escalate` returns this when the recovery may go on.
 GO_ON = object()
@@ -83,12 +88,22 @@ class RecoveryPath:
         try:
             yield
         except BaseException:
-            self.progress.failed.append(StageTiming(stage=stage, seconds=since(began)))
-            self.report.metrics.failed_stages[stage] = since(began)
+            self._stage_ended(stage, began, "failed")
             raise
-        self.progress.done.append(StageTiming(stage=stage, seconds=since(began)))
-        self.report.metrics.stage_seconds[stage] = since(began)
+        self._stage_ended(stage, began, "done")
         raise_if_cancel_requested()
+
+    def _stage_ended(self, stage: Stage, began: datetime, outcome: str) -> None:
+        seconds = since(began)
+        timing = StageTiming(stage=stage, seconds=seconds)
+        if outcome == "done":
+            self.progress.done.append(timing)
+            self.report.metrics.stage_seconds[stage] = seconds
+        else:
+            self.progress.failed.append(timing)
+            self.report.metrics.failed_stages[stage] = seconds
+        self.report.stages.append(
+            StageSpan(stage=stage, started_at=began, seconds=seconds, outcome=outcome))
 
     def set_status(self, status: str) -> None:
         workflow.upsert_search_attributes([PITR_STATUS.value_set(str(status))])
@@ -328,6 +343,18 @@ class RecoveryPath:
             report.errors.append(ErrorEntry.from_error(
                 DrillError(code, f"check {failed.name!r}: {detail}")))
 
+    async def warm(self, sandbox: Sandbox) -> None:
+        """Load the spec's relations into the sandbox's cache, once every check passed."""
+        spec = self.spec
+        if spec.warm is None or self.report.errors:
+            return
+        async with self.stage(Stage.WARM):
+            self.report.warm = await workflow.execute_activity_method(
+                WarmActivities.warm_cache,
+                WarmRequest(sandbox=sandbox, database=spec.database, db_user=spec.db_user,
+                            warm=spec.warm),
+                **self.on_host(sandbox, options.WARM_CACHE))
+
     async def teardown(self, sandbox: Sandbox) -> None:
         """Runs on the sandbox's host. When that host is gone for good the sandbox is left
         there, and the report says so."""
@@ -343,6 +370,17 @@ class RecoveryPath:
                 ErrorCode.SANDBOX_HOST_LOST,
                 f"teardown of {sandbox.root} never started on {sandbox.task_queue}: the "
                 "sandbox is left on that host")))
+
+    async def leave_evidence(self, kind: str) -> None:
+        """Append the finished report to the drill ledger. The recovery's outcome stands
+        whether or not this works: a failure is logged, and the report is still returned."""
+        try:
+            await workflow.execute_activity_method(
+                LedgerActivities.append_to_ledger, LedgerEntry(kind=kind, report=self.report),
+                **options.APPEND_TO_LEDGER)
+        except ActivityError as exc:
+            reraise_cancellation(exc)
+            workflow.logger.warning("not appended to the ledger", extra={"error": str(exc)})
 
     async def record_throughput(self) -> None:
         """Feed the next plans' estimates; a recovery never fails for want of this."""

@@ -25,6 +25,8 @@ from activities.models import (
     ChecksRequest,
     ChecksResult,
     EscalationNotice,
+    LedgerEntry,
+    LedgerReceipt,
     Metrics,
     NotifyResult,
     PlanRequest,
@@ -164,6 +166,11 @@ class StandIns:
         await self._hang_if_asked("notify_escalation")
         return NotifyResult(delivered=["webhook https://hooks.example/pitr"], failed=[])
 
+    @activity.defn(name="append_to_ledger")
+    async def append_to_ledger(self, entry: LedgerEntry) -> LedgerReceipt:
+        self.calls["append_to_ledger"].append(entry)
+        return LedgerReceipt(ledger="stand-in", appended=True)
+
     # --- host queue ----------------------------------------------------------------------------
 
     @activity.defn(name="restore_base_backup")
@@ -215,7 +222,7 @@ class StandIns:
 
     def shared_activities(self) -> list:
         return [self.resolve_target, self.plan_drill, self.record_throughput, self.provision,
-                self.notify]
+                self.notify, self.append_to_ledger]
 
     def host_activities(self) -> list:
         restore = self.restore_ignoring_cancel if self.restore == "ignores_cancel" \

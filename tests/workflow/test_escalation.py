@@ -39,7 +39,8 @@ async def test_nobody_deciding_rejects_the_drill_when_the_escalation_times_out(
     assert notice.cause.code == "WAL_GAP" and notice.timeout_seconds == 1
     assert f"pitrdrill drill decide {handle.id}" in notice.how_to_decide
     names = await scheduled_names(handle)
-    assert names == ["resolve_target", "plan_drill", "notify_escalation"]
+    # A rejected drill leaves evidence too: the ledger has it.
+    assert names == ["resolve_target", "plan_drill", "notify_escalation", "append_to_ledger"]
     assert "provision_sandbox" not in names and not stand_ins.called("provision_sandbox")
     assert report.recovered is None and report.metrics.stage_seconds.keys() == {"resolve_target"}
     assert report.metrics.failed_stages.keys() == {"plan"}
@@ -76,7 +77,8 @@ async def test_an_abort_through_decide_rejects_and_a_drill_not_waiting_refuses_d
     assert report.escalation.decision.by == "sre-on-call"
     assert report.escalation.waited_seconds < 60
     names = await scheduled_names(handle)
-    assert names == ["resolve_target", "plan_drill", "notify_escalation"]
+    # A rejected drill leaves evidence too: the ledger has it.
+    assert names == ["resolve_target", "plan_drill", "notify_escalation", "append_to_ledger"]
     assert not stand_ins.called("provision_sandbox")
 
 
@@ -124,7 +126,7 @@ async def test_proceeding_with_a_new_target_plans_it_again_and_the_drill_verifie
     assert await scheduled_names(handle) == [
         "resolve_target", "plan_drill", "notify_escalation", "resolve_target", "plan_drill",
         "provision_sandbox", "restore_base_backup", "replay_to_target", "run_checks",
-        "teardown_sandbox", "record_throughput"]
+        "teardown_sandbox", "record_throughput", "append_to_ledger"]
 
 
 async def test_proceeding_with_a_new_target_keeps_the_specs_action_timeline_and_edge(

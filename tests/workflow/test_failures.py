@@ -22,7 +22,9 @@ async def test_a_replay_that_cannot_reach_the_target_fails_the_drill_after_teard
     assert report.errors[0].hint.startswith("Check the archive")
     assert len(stand_ins.called("replay_to_target")) == 1  # non-retryable: one attempt
     names = await scheduled_names(handle)
-    assert names[-1] == "teardown_sandbox" and "run_checks" not in names
+    assert names[-2:] == ["teardown_sandbox", "append_to_ledger"] and "run_checks" not in names
+    [entry] = stand_ins.called("append_to_ledger")
+    assert entry.kind == "drill" and entry.report.status == "failed"
     assert "record_throughput" not in names  # a failed drill's rates would mislead estimates
     assert "replay" in report.metrics.failed_stages
     assert "replay" not in report.metrics.stage_seconds

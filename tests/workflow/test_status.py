@@ -46,4 +46,9 @@ async def test_status_during_replay_shows_the_stages_done_and_the_predicted_stop
     assert [c.observed for c in report.checks] == [4100, 0]
     [metrics] = stand_ins.called("record_throughput")
     assert metrics.bytes_restored == BACKUP.size_bytes and metrics.checks_passed == 2
-    assert (await scheduled_names(handle))[-1] == "record_throughput"
+    assert (await scheduled_names(handle))[-2:] == ["record_throughput", "append_to_ledger"]
+    # The timeline: every stage that ran, in order, each with its start.
+    assert [(span.stage, span.outcome) for span in report.stages] == [
+        (stage, "done") for stage in ("resolve_target", "plan", "provision", "restore", "replay",
+                                      "checks", "teardown")]
+    assert all(a.started_at <= b.started_at for a, b in zip(report.stages, report.stages[1:]))
