@@ -40,8 +40,14 @@ from workflows.recovery import RecoveryWorkflow
 from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
 
 
+# What `drill list` shows: every workflow that restores a backup into a sandbox.
+LISTED_KINDS = {"DrillWorkflow": "drill", "RecoveryWorkflow": "recovery",
+                "BisectWorkflow": "bisect"}
+
+
 class DrillListing(BaseModel):
     drill_id: str
+    kind: str  # drill | recovery | bisect
     database: str | None
     target_mode: str | None
     status: str | None  # the drill's own (stage, verified, failed, ...)
@@ -194,7 +200,7 @@ async def cancel_drill(client: Client, drill_id: str) -> None:
 
 async def list_drills(client: Client, database: str | None = None,
                       status: str | None = None, limit: int = 100) -> list[DrillListing]:
-    query = ["WorkflowType IN ('DrillWorkflow', 'RecoveryWorkflow')"]
+    query = [f"WorkflowType IN ({', '.join(repr(name) for name in LISTED_KINDS)})"]
     if database:
         query.append(f"PitrDatabase = '{_quoted(database)}'")
     if status:
@@ -204,6 +210,7 @@ async def list_drills(client: Client, database: str | None = None,
         attributes = execution.typed_search_attributes
         found.append(DrillListing(
             drill_id=execution.id,
+            kind=LISTED_KINDS.get(execution.workflow_type, execution.workflow_type),
             database=attributes.get(PITR_DATABASE),
             target_mode=attributes.get(PITR_TARGET_MODE),
             status=attributes.get(PITR_STATUS),

@@ -152,9 +152,11 @@ def status_text(live: LiveProgress) -> str:
 def drill_list_text(drills) -> str:
     if not drills:
         return "no drills"
-    rows = [f"{'DRILL':<44} {'DATABASE':<12} {'MODE':<9} {'STATUS':<10} {'TEMPORAL':<11} STARTED"]
+    rows = [f"{'DRILL':<44} {'KIND':<8} {'DATABASE':<12} {'MODE':<9} {'STATUS':<10} "
+            f"{'TEMPORAL':<11} STARTED"]
     for d in drills:
         started = format_utc(d.started_at) if d.started_at else "-"
-        rows.append(f"{d.drill_id:<44} {d.database or '-':<12} {d.target_mode or '-':<9} "
+        rows.append(f"{d.drill_id:<44} {d.kind:<8} {d.database or '-':<12} "
+                    f"{d.target_mode or '-':<9} "
                     f"{d.status or '-':<10} {d.workflow_status:<11} {started}")
     return "\n".join(rows)

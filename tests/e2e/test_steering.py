@@ -57,6 +57,7 @@ async def test_start_twice_attaches_and_status_follows_the_stages(temporal_env, 
     listed = await api.list_drills(client, database=scenario.database, status="verified")
     mine = [d for d in listed if d.drill_id == drill_id]
     assert mine and mine[0].target_mode == "xid" and mine[0].workflow_status == "COMPLETED"
+    assert mine[0].kind == "drill"
     description = await client.get_workflow_handle(drill_id).describe()
     assert scenario.database in (await description.static_summary() or "")
 
