@@ -1,17 +1,19 @@
 """Plain base restore: copy a pg_basebackup directory into the sandbox, in parallel, resumably.
 
-Files are copied in a fixed order by a small thread pool (copy_file_range releases the GIL);
-progress names how many leading files are done, so a retry skips them, after re-checking each
-against the backup (size, and the manifest's checksum where there is one): a file cut short by
-a killed worker is never trusted.
+Files are copied in a fixed order, in runs of consecutive files, by a small thread pool
+(copy_file_range releases the GIL; a run per task keeps the pool's own cost off a backup's
+thousand small files); each file is owned by the server user as it is written. Progress names
+how many leading files are done, so a retry skips them, after re-checking each against the
+backup (size, and the manifest's checksum where there is one): a file cut short by a killed
+worker is never trusted.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 import time
 from collections.abc import Callable
@@ -43,14 +45,64 @@ def restore_plan(source: Path) -> tuple[list[Path], list[Path]]:
     return directories, files
 
 
-def _ready_for_recovery(target: Path, runtime: PostgresRuntime) -> None:
+def _ready_for_recovery(target: Path, runtime: PostgresRuntime, owned: bool = False) -> None:
     """Recovery mode, a config file (Debian keeps postgresql.conf in /etc, so backups of it
-    lack one), and the ownership and mode PostgreSQL insists on."""
+    lack one), and the ownership and mode PostgreSQL insists on (`owned`: the copy already
+    gave every file and directory to the server user)."""
     for name in ("recovery.signal", "postgresql.conf"):
         if not (target / name).exists():
             (target / name).write_text("")
+            runtime.give(target / name)
     target.chmod(0o700)
-    runtime.give(target, recursive=True)
+    if not owned:
+        runtime.give(target, recursive=True)
+
+
+# A task of the copy pool: this many consecutive files, or fewer adding up to RUN_BYTES.
+RUN_FILES = 64
+RUN_BYTES = 64 << 20
+# copy_file_range's refusals that a plain read/write copy does not share.
+_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
+
+
+def copy_runs(sizes: list[int]) -> list[range]:
+    """Consecutive index ranges of `sizes`, each up to RUN_FILES files or RUN_BYTES bytes
+    (a file larger than that is a run by itself)."""
+    runs, start, run_bytes = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= RUN_FILES or run_bytes + size > RUN_BYTES):
+            runs.append(range(start, index))
+            start, run_bytes = index, 0
+        run_bytes += size
+    if start < len(sizes):
+        runs.append(range(start, len(sizes)))
+    return runs
+
+
+def copy_file(source: str, target: str, owner: tuple[int, int] | None) -> None:
+    """Copy one file in the kernel (copy_file_range; sendfile where that is refused), the
+    copy owned by `owner` from its creation."""
+    reading = os.open(source, os.O_RDONLY)
+    try:
+        left = os.fstat(reading).st_size
+        writing = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if owner is not None:
+                os.fchown(writing, *owner)
+            while left > 0:
+                try:
+                    copied = os.copy_file_range(reading, writing, left)
+                except OSError as exc:
+                    if exc.errno not in _NO_COPY_RANGE:
+                        raise
+                    copied = os.sendfile(writing, reading, None, left)
+                if copied == 0:  # the source shrank under us: copy what there is
+                    break
+                left -= copied
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
 
 
 def _manifest_files(source: Path) -> dict[str, dict]:
@@ -112,17 +164,25 @@ def copy_base_backup(source: Path, target: Path, runtime: PostgresRuntime,
         _log.info("restore started", source=str(source), files=len(files),
                   resumed_files=kept, claimed_files=resume_from.files_done)
         on_progress(progress.model_copy())
+        owner = runtime.owner()
         for directory in directories:
             (target / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+            if owner is not None:
+                os.chown(target / directory, *owner)
+        names = [(str(source / rel), str(target / rel)) for rel in files[kept:]]
+
+        def copy_run(run: range) -> None:
+            for index in run:
+                copy_file(*names[index], owner)
+
+        runs = copy_runs(sizes[kept:])
         with ThreadPoolExecutor(parallelism) as pool:
             # map() yields in order, so files_done is always a completed prefix.
-            copied = pool.map(lambda rel: shutil.copyfile(source / rel, target / rel),
-                              files[kept:])
-            for size, _ in zip(sizes[kept:], copied):
-                progress.files_done += 1
-                progress.bytes_done += size
+            for run, _ in zip(runs, pool.map(copy_run, runs)):
+                progress.files_done += len(run)
+                progress.bytes_done += sum(sizes[kept + index] for index in run)
                 on_progress(progress.model_copy())
-        _ready_for_recovery(target, runtime)
+        _ready_for_recovery(target, runtime, owned=True)
     except OSError as exc:
         raise DrillError(ErrorCode.RESTORE_FAILED, f"copying {source} to {target}: {exc}") from exc
     _log.info("restore finished", files=progress.files_done, bytes=progress.bytes_done)

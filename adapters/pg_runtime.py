@@ -60,18 +60,26 @@ class PostgresRuntime:
         self.give(path)
         return path
 
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) that what the server reads or writes must belong to; None when we are
+        not root (then everything we create is already the server user's)."""
+        if not self.as_root:
+            return None
+        entry = pwd.getpwnam(self.os_user)
+        return entry.pw_uid, entry.pw_gid
+
     def give(self, path: Path, recursive: bool = False) -> None:
         """Hand a path to the server user (no-op when we are not root)."""
-        if not self.as_root:
+        owner = self.owner()
+        if owner is None:
             return
-        entry = pwd.getpwnam(self.os_user)
         if not recursive:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chown(path, *owner)
             return
         for root, dirs, files in os.walk(path):
-            os.chown(root, entry.pw_uid, entry.pw_gid)
+            os.chown(root, *owner)
             for name in dirs + files:
-                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                os.chown(os.path.join(root, name), *owner, follow_symlinks=False)
 
 
 def remove_tree(path: Path) -> None:
