@@ -195,10 +195,34 @@ def server_for(sandbox: Sandbox, runtime: PostgresRuntime) -> SandboxServer:
 # --- what every provider shares ----------------------------------------------------------------
 
 
+# The files `postgres -D data -C` reads, unless they include others.
+_RESTORED_CONFIG = ("postgresql.conf", "postgresql.auto.conf")
+
+
+def _cannot_preload(data_dir: Path) -> bool:
+    """The restored configuration files neither name a preload setting nor include another
+    file, so every *_preload_libraries is its default, '' (GUC names are case-insensitive
+    words: a file that sets one contains 'preload' in some case). Saves the `postgres -C`
+    runs on a backup taken without its configuration (Debian keeps it in /etc)."""
+    for name in _RESTORED_CONFIG:
+        try:
+            text = (data_dir / name).read_text(errors="replace").lower()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        if "preload" in text or "include" in text:
+            return False
+    return True
+
+
 def restored_preload(runtime: PostgresRuntime, data_dir: Path) -> dict[str, str | None]:
     """The *_preload_libraries values the restored configuration files give, as PostgreSQL
     itself reads them (`postgres -C`: includes, postgresql.auto.conf, quoting); None for one
     it could not read. Nothing is loaded by `-C`."""
+    if _cannot_preload(data_dir):
+        return dict.fromkeys(PRELOAD_SETTINGS, "")
+
     def value(setting: str) -> str | None:
         done = runtime.run("postgres", "-D", str(data_dir), "-C", setting, check=False,
                            timeout=30)
