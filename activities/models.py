@@ -10,12 +10,14 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from domain.catalog import BaseBackup
+from domain.ledger import KindedReport
 from domain.recovery import Approval, Promotion
 from adapters.preflight import PlanRequest, PlanResult
 from domain.report import CheckResult, DrillReport, ErrorEntry, Metrics, Recovered
 from domain.restore import RestoreProgress, RestoreResult
 from domain.sandbox import Sandbox
-from domain.spec import BackupSource, Check, SandboxOptions, WarmSpec
+from domain.checks import RecoveredPoint
+from domain.spec import BackupSource, SandboxOptions, SmokeCheck, WarmSpec
 from domain.targets import ResolvedTarget, TargetSpec
 
 
@@ -79,7 +81,9 @@ class ChecksRequest(BaseModel):
     sandbox: Sandbox
     database: str
     db_user: str
-    checks: list[Check]
+    checks: list[SmokeCheck]
+    # What `freshness` checks compare with (domain.checks.recovered_point).
+    recovered_point: RecoveredPoint | None = None
 
 
 class ChecksProgress(BaseModel):
@@ -98,11 +102,9 @@ class WarmRequest(BaseModel):
     warm: WarmSpec
 
 
-class LedgerEntry(BaseModel):
-    """A finished drill's or recovery's report, to append to the drill ledger."""
-
-    kind: str  # drill | recovery
-    report: DrillReport
+class LedgerEntry(KindedReport):
+    """A finished drill's or recovery's report (kind drill | recovery), to append to the drill
+    ledger. A RecoveryReport travels whole: its statuses, destination, decision, promotion."""
 
 
 class LedgerReceipt(BaseModel):

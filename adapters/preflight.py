@@ -29,6 +29,7 @@ from domain.plan import (
     check_budget,
     estimate_seconds,
     plan_with_fallback,
+    replayed_commits,
     restorable_window,
 )
 from domain.prediction import Prediction
@@ -202,6 +203,7 @@ class Preflight:
             # A refusal need not wait for a verification nobody asks for any more.
             early.shutdown(wait=False, cancel_futures=True)
         plan.window = restorable_window(backups, archive)
+        plan.replay_commits = replayed_commits(plan, archive)
         rates = self._throughput.recent() or (
             DEFAULT_RESTORE_MB_PER_S, DEFAULT_REPLAY_MB_PER_S)
         plan.estimate_seconds = estimate_seconds(plan, *rates)

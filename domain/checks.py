@@ -1,17 +1,31 @@
-"""Smoke checks: does what the recovered database says equal what the spec expects, and is a
-check's SQL something a check may run at all?"""
+"""Smoke checks: does what the recovered database says match what the spec expects, and is a
+check's SQL something a check may run at all?
+
+Every kind ends in a CheckResult built here, from what the adapter read (adapters/
+smoke_checks.py): a value or rows for `sql`, the recovered schema for `schema`, orphan counts
+for `referential_integrity`, amcheck's findings for `amcheck`, the newest timestamp for
+`freshness`. A check that cannot run at all (amcheck not installed in the backup, no foreign
+key to check) is `skipped`: never a pass.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, \
+    model_validator
 
 from domain.errors import DrillError, ErrorCode
+from domain.schema import SchemaSnapshot, schema_differences
+from domain.targets import ResolvedTarget
+from domain.timeparse import format_utc
 
 if TYPE_CHECKING:  # domain.report imports domain.spec, which imports this module
-    from domain.report import CheckResult
+    from domain.report import CheckResult, Recovered
 
 
 def _as_number(value: Any) -> Decimal | None:
@@ -40,18 +54,242 @@ def values_match(observed: Any, expected: Any) -> bool:
 def json_safe(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
 
 
-def verdict(name: str, observed: Any, expected: Any) -> CheckResult:
-    from domain.report import CheckResult
+# --- What an `sql` check expects -----------------------------------------------------------------
 
+
+class ExpectRange(BaseModel):
+    """`expect: {min: 1, max: 10}`: a number within the bounds given (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: int | float | None = None
+    max: int | float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ExpectRange:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    def met_by(self, observed: Any) -> bool:
+        number = _as_number(observed)
+        return number is not None \
+            and (self.min is None or number >= _as_number(self.min)) \
+            and (self.max is None or number <= _as_number(self.max))
+
+
+class ExpectRegex(BaseModel):
+    """`expect: {regex: "^v[0-9]+"}`: the value as text matches (re.search: anchor with ^ $)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    def met_by(self, observed: Any) -> bool:
+        return observed is not None and re.search(self.regex, str(observed)) is not None
+
+
+class ExpectRows(BaseModel):
+    """`expect: {rows: [[1, "a"], [2, "b"]]}`: the whole result, row by row, in order (say
+    ORDER BY), each value compared as a plain `expect` is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[list[Any]]
+
+    def met_by(self, observed: Any) -> bool:
+        return isinstance(observed, list) and len(observed) == len(self.rows) and all(
+            isinstance(got, list) and len(got) == len(want)
+            and all(values_match(o, e) for o, e in zip(got, want))
+            for got, want in zip(observed, self.rows))
+
+
+_FORMS: dict[frozenset, type[BaseModel]] = {
+    frozenset({"min"}): ExpectRange, frozenset({"max"}): ExpectRange,
+    frozenset({"min", "max"}): ExpectRange, frozenset({"regex"}): ExpectRegex,
+    frozenset({"rows"}): ExpectRows}
+
+
+def _form(value: Any) -> Any:
+    """A mapping with exactly a form's keys is that form (and must be a valid one); any other
+    value, other mappings included, is compared as it is."""
+    form = _FORMS.get(frozenset(value)) if isinstance(value, dict) else None
+    if form is None:
+        return value
+    try:
+        return form.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(error["msg"] for error in exc.errors())) from None
+
+
+Expectation = Annotated[Any, BeforeValidator(_form)]
+
+
+def expectation_met(observed: Any, expected: Any) -> bool:
+    if isinstance(expected, (ExpectRange, ExpectRegex, ExpectRows)):
+        return expected.met_by(observed)
+    return values_match(observed, expected)
+
+
+def _result(name: str, kind: str, **fields: Any) -> CheckResult:
+    from domain.report import CheckResult  # here, not above: see TYPE_CHECKING
+
+    return CheckResult(name=name, kind=kind, **fields)
+
+
+def shown(expected: Any) -> Any:
+    """The expectation as the report shows it (a form as its mapping)."""
+    return expected.model_dump(exclude_none=True) if isinstance(expected, BaseModel) else expected
+
+
+def verdict(name: str, observed: Any, expected: Any) -> CheckResult:
     observed = json_safe(observed)
-    return CheckResult(
-        name=name, passed=values_match(observed, expected), observed=observed, expected=expected
-    )
+    return _result(name, "sql", passed=expectation_met(observed, expected),
+                       observed=observed, expected=shown(expected))
+
+
+def skipped(name: str, kind: str, why: str) -> CheckResult:
+    """A check that could not run: shown as skipped, never counted as a pass."""
+    return _result(name, kind, passed=False, skipped=why)
+
+
+def errored(name: str, kind: str, error: str, expected: Any = None) -> CheckResult:
+    return _result(name, kind, passed=False, expected=shown(expected), error=error)
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+# Differences listed in the report; the count says how many there were in all.
+MAX_LISTED = 50
+
+
+def schema_verdict(name: str, snapshot: SchemaSnapshot, recovered: SchemaSnapshot) -> CheckResult:
+    differences = schema_differences(snapshot, recovered)
+    listed = differences[:MAX_LISTED]
+    if len(differences) > MAX_LISTED:
+        listed.append(f"... and {len(differences) - MAX_LISTED} more")
+    origin = "the snapshot" + (f" of {snapshot.database}" if snapshot.database else "") \
+        + (f" taken {format_utc(snapshot.taken_at)}" if snapshot.taken_at else "")
+    return _result(name, "schema", passed=not differences, observed=listed,
+                       expected=f"{len(snapshot.tables)} tables as in {origin}")
+
+
+# --- referential_integrity -----------------------------------------------------------------------
+
+WORST_OFFENDERS = 5
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """One foreign key's rows whose referenced row is missing (MATCH SIMPLE: a row with a
+    NULL in the key references nothing; MATCH FULL: a partly NULL key is an orphan too)."""
+
+    foreign_key: str  # constraint name
+    table: str  # schema.table holding the key
+    references: str  # schema.table it references
+    orphans: int
+    examples: tuple = ()  # a few orphan keys, for the reader
+
+
+def referential_verdict(name: str, counted: list[Orphans]) -> CheckResult:
+    if not counted:
+        return skipped(name, "referential_integrity",
+                       "no foreign key to check in the recovered database")
+    total = sum(fk.orphans for fk in counted)
+    worst = sorted((fk for fk in counted if fk.orphans), key=lambda fk: (-fk.orphans, fk.table,
+                                                                          fk.foreign_key))
+    return _result(
+        name, "referential_integrity", passed=total == 0,
+        observed={"orphans": total, "foreign_keys": len(counted), "worst": [
+            {"foreign_key": fk.foreign_key, "table": fk.table, "references": fk.references,
+             "orphans": fk.orphans, "examples": json_safe(list(fk.examples))}
+            for fk in worst[:WORST_OFFENDERS]]},
+        expected={"orphans": 0})
+
+
+# --- amcheck -------------------------------------------------------------------------------------
+
+
+def amcheck_verdict(name: str, verified: list[str], unverified: list[str],
+                    corruption: list[str]) -> CheckResult:
+    """`verified`: what amcheck looked at ("public.orders (heap)"); `unverified`: what it
+    could not (a GIN index, an unlogged table during recovery), each saying why; `corruption`:
+    what it found, each naming its relation. Corruption fails; nothing verified is an error."""
+    observed = {"verified": verified, "unverified": unverified,
+                "corruption": corruption[:MAX_LISTED]}
+    if not verified and not corruption:
+        return _result(name, "amcheck", passed=False, observed=observed,
+                           expected={"corruption": []},
+                           error="nothing verified: " + "; ".join(unverified))
+    return _result(name, "amcheck", passed=not corruption, observed=observed,
+                       expected={"corruption": []})
+
+
+# --- freshness -----------------------------------------------------------------------------------
+
+
+class RecoveredPoint(BaseModel):
+    """The instant the recovered data should reach, for `freshness`."""
+
+    at: datetime
+    meaning: str
+
+
+def recovered_point(target: ResolvedTarget | None, recovered: Recovered | None,
+                    drill_started: datetime | None) -> RecoveredPoint | None:
+    """A time target: that instant (PostgreSQL replayed every commit before it). `latest`: the
+    drill's start, so an archive that lags (and replays too little) shows. Any other target
+    (lsn, xid, name, immediate): the last commit replayed. None when there is none."""
+    if target is not None and target.mode == "time" and target.utc is not None:
+        return RecoveredPoint(at=target.utc, meaning="the target time")
+    if target is not None and target.mode == "latest" and drill_started is not None:
+        return RecoveredPoint(at=drill_started,
+                              meaning="the drill's start (target latest: the end of the archive)")
+    if recovered is not None and recovered.last_commit_time is not None:
+        return RecoveredPoint(at=recovered.last_commit_time, meaning="the last commit replayed")
+    return None
+
+
+def _instant(value: datetime | date) -> datetime:
+    """A column value as UTC: timestamp without time zone and date are read as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def freshness_verdict(name: str, newest: datetime | date | None, point: RecoveredPoint,
+                      tolerance: timedelta, tolerance_text: str) -> CheckResult:
+    """The newest value may be at most `tolerance` older than the recovered point (newer passes:
+    a source still writing while a `latest` drill runs)."""
+    expected = {"newest_not_before": format_utc(point.at - tolerance),
+                "point": format_utc(point.at), "point_is": point.meaning,
+                "tolerance": tolerance_text}
+    if newest is None:
+        return _result(name, "freshness", passed=False,
+                           observed={"newest": None}, expected=expected)
+    at = _instant(newest)
+    behind = (point.at - at).total_seconds()
+    return _result(name, "freshness", passed=at >= point.at - tolerance,
+                       observed={"newest": format_utc(at), "behind_seconds": round(behind, 6)},
+                       expected=expected)
 
 
 # --- What a check may not do --------------------------------------------------------------------

@@ -76,6 +76,9 @@ class ErrorCode(StrEnum):
     ARCHIVE_UNREADABLE_BY_SERVER = "ARCHIVE_UNREADABLE_BY_SERVER"
     SANDBOX_NO_SPACE = "SANDBOX_NO_SPACE"
     SANDBOX_PROVIDER_UNAVAILABLE = "SANDBOX_PROVIDER_UNAVAILABLE"
+    REPORT_NOT_FOUND = "REPORT_NOT_FOUND"
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
+    LEDGER_QUERY_INVALID = "LEDGER_QUERY_INVALID"
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,25 @@ CATALOGUE: dict[ErrorCode, ErrorInfo] = {
         "its image missing, or a use the provider does not support); nothing was created.",
         "Follow the message: start Docker, run `make images`, or choose `sandbox: {provider: "
         "local}` in the spec (or PITRDRILL_SANDBOX_PROVIDER on the worker).",
+    ),
+    ErrorCode.REPORT_NOT_FOUND: ErrorInfo(
+        "input",
+        "The drill ledger holds no drill or recovery with that id.",
+        "List what it holds with `pitrdrill report list`; check --ledger (PITRDRILL_LEDGER) "
+        "names the ledger the workers append to.",
+    ),
+    ErrorCode.LEDGER_UNAVAILABLE: ErrorInfo(
+        "runtime",
+        "The drill ledger could not be opened, created or read: no SQLite file at that path, "
+        "or the PostgreSQL ledger database refused or could not be reached.",
+        "Point --ledger (PITRDRILL_LEDGER) at the workers' ledger: a SQLite file path or a "
+        "postgresql:// DSN whose role may create and write the table pitrdrill_ledger.",
+    ),
+    ErrorCode.LEDGER_QUERY_INVALID: ErrorInfo(
+        "input",
+        "A ledger query could not be read (e.g. --since is neither a span, a date, nor a time "
+        "with its zone).",
+        "Use --since 30d (or 12h, 90m, 2w), a date such as 2026-11-01, or a time with its zone.",
     ),
 }
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from domain.catalog import BaseBackup, candidate_backups
 from domain.continuity import WalBreak
 from domain.errors import DrillError, ErrorCode
-from domain.lsn import parse_lsn
+from domain.lsn import format_lsn, parse_lsn
 from domain.prediction import CommitRef, Prediction
 from domain.targets import ResolvedTarget
 
@@ -75,6 +75,7 @@ class DrillPlan(BaseModel):
     wal_break: WalBreak | None = None  # where this backup's WAL stops being readable
     restore_bytes: int = 0
     replay_bytes: int | None = None
+    replay_commits: int | None = None  # commits replayed from the redo point to the stop
     window: RestorableWindow | None = None
     estimate_seconds: float | None = None
     fallback: FallbackUsed | None = None
@@ -262,6 +263,16 @@ def restorable_window(backups: list[BaseBackup], archive: ArchiveView) -> Restor
     latest = archive.predict(oldest, LATEST, archive.wal_break(oldest)).last_kept
     return RestorableWindow(earliest_lsn=oldest.stop_lsn, earliest_time=oldest.stop_time,
                             latest=latest)
+
+
+def replayed_commits(plan: DrillPlan, archive: ArchiveView) -> int:
+    """Commits PostgreSQL replays from the backup's redo point through the last one kept: what
+    the report's transactions per second divides. A commit at the redo point itself counts."""
+    kept = plan.predicted.last_kept
+    if kept is None:
+        return 0
+    before_redo = format_lsn(parse_lsn(plan.backup.start_lsn) - 1)
+    return archive.commits_between(plan.backup, before_redo, kept.lsn)
 
 
 def last_consistent_target(plan_for_latest: DrillPlan, requested: ResolvedTarget

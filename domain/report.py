@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from domain.catalog import BaseBackup
 from domain.errors import DrillError
@@ -29,12 +29,29 @@ class ErrorEntry(BaseModel):
         return cls(code=error.code, message=error.message, hint=error.hint)
 
 
+CheckStatus = Literal["passed", "failed", "error", "skipped"]
+
+
 class CheckResult(BaseModel):
     name: str
     passed: bool
     observed: Any = None
     expected: Any = None
-    error: str | None = None
+    error: str | None = None  # the check ran into an error: neither passed nor judged
+    kind: str = "sql"  # sql | schema | referential_integrity | amcheck | freshness
+    seconds: float = 0.0
+    # Why the check could not run at all (amcheck not installed in the backup, ...): never a
+    # pass, not a failure of the drill; left out of the pass rate and counted apart.
+    skipped: str | None = None
+
+    @computed_field
+    @property
+    def status(self) -> CheckStatus:
+        if self.skipped is not None:
+            return "skipped"
+        if self.error is not None:
+            return "error"
+        return "passed" if self.passed else "failed"
 
 
 class WarmedRelation(BaseModel):
@@ -74,11 +91,17 @@ class Metrics(BaseModel):
     wal_bytes_replayed: int = 0
     replay_mb_per_s: float | None = None
     checks_passed: int = 0
-    checks_total: int = 0
+    checks_total: int = 0  # every check, skipped ones included
+    checks_skipped: int = 0
+    # Passed over the checks that ran (skipped ones left out); None when none ran.
     validation_pass_rate: float | None = None
     time_to_verify_seconds: float | None = None
     # Requested moment minus the last commit kept: how much history the target gives up.
     data_lost_seconds: float | None = None
+    # Commits replayed from the backup's redo point to the stop (the plan's count, once the
+    # server stopped where predicted), and per second of the replay stage.
+    transactions_replayed: int | None = None
+    replay_transactions_per_s: float | None = None
 
 
 class DrillReport(BaseModel):
@@ -104,6 +127,20 @@ class DrillReport(BaseModel):
     # What the sandbox enforced (provider, each isolation property with enforced true/false)
     # and what was taken away from the restored cluster so that it could not act outward.
     isolation: SandboxIsolation | None = None
+
+    @computed_field
+    @property
+    def workflow_id(self) -> str:
+        """The Temporal workflow id: the drill id (`workflow_run_id` names the run)."""
+        return self.drill_id
+
+    @computed_field
+    @property
+    def requested_target(self) -> ResolvedTarget | None:
+        """What was asked for; `target` is what was used. They differ only when the fallback
+        chain moved the target, whose record keeps the request (not stored twice)."""
+        fallback = self.plan.fallback if self.plan else None
+        return fallback.requested if fallback else self.target
 
 
 def mb_per_s(size_bytes: int, seconds: float) -> float | None:

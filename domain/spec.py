@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from domain import synthetic
-from domain.checks import refuse_unsafe_check
+from domain.checks import Expectation, refuse_unsafe_check
+from domain.schema import SchemaSnapshot
 from domain.targets import TargetSpec
 
 
@@ -38,13 +40,88 @@ BackupSource = FilesystemSource | PgBackRestSource
 
 
 class Check(BaseModel):
-    """A read-only query whose first column of the first row must equal `expect`."""
+    """kind `sql` (the default when a check names no kind): a read-only query whose first
+    column of the first row must equal `expect`, lie in `{min, max}` or match `{regex}`; or,
+    with `{rows: [...]}`, whose whole result must equal those rows."""
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["sql"] = "sql"
     name: str
     sql: str
-    expect: Any = None
+    expect: Expectation = None
+
+
+class SchemaCheck(BaseModel):
+    """The recovered schema must equal a snapshot (`pitrdrill schema snapshot`). In a spec
+    file `snapshot` is the snapshot's path, relative to the spec; the CLI inlines it, so the
+    drill's input carries the snapshot itself to whichever host runs the check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["schema"]
+    name: str
+    snapshot: SchemaSnapshot
+
+
+class ReferentialIntegrityCheck(BaseModel):
+    """No row may reference a missing row, for each foreign key named (constraint names), or
+    for every foreign key in the recovered database when none is named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["referential_integrity"]
+    name: str
+    foreign_keys: list[str] | None = Field(default=None, min_length=1)
+
+
+class AmcheckCheck(BaseModel):
+    """amcheck finds no corruption in these relations: a table's heap (verify_heapam) and its
+    B-tree indexes, or an index named directly (bt_index_check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["amcheck"]
+    name: str
+    relations: list[str] = Field(min_length=1)
+    # bt_index_check(index, heapallindexed): also prove every heap tuple has its index entry.
+    heapallindexed: bool = False
+
+
+class FreshnessCheck(BaseModel):
+    """The newest `column` of `table` is at most `tolerance` older than the recovered point
+    (domain.checks.recovered_point): catches a recovery that replayed too little."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["freshness"]
+    name: str
+    table: str
+    column: str
+    tolerance: str  # e.g. 5m, 1h, 30s
+
+    @field_validator("tolerance")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        synthetic.parse_duration(value)
+        return value
+
+    def tolerance_delta(self) -> timedelta:
+        return synthetic.parse_duration(self.tolerance)
+
+
+def _check_kind(value: Any) -> str:
+    """Specs written before kinds existed name none: they are `sql` checks."""
+    if isinstance(value, dict):
+        return value.get("kind", "sql")
+    return getattr(value, "kind", "sql")
+
+
+SmokeCheck = Annotated[
+    Annotated[Check, Tag("sql")] | Annotated[SchemaCheck, Tag("schema")]
+    | Annotated[ReferentialIntegrityCheck, Tag("referential_integrity")]
+    | Annotated[AmcheckCheck, Tag("amcheck")] | Annotated[FreshnessCheck, Tag("freshness")],
+    Discriminator(_check_kind)]
 
 
 class WarmSpec(BaseModel):
@@ -111,7 +188,7 @@ class DrillSpec(BaseModel):
     database: str
     source: BackupSource
     target: TargetSpec
-    checks: list[Check] = Field(default_factory=list)
+    checks: list[SmokeCheck] = Field(default_factory=list)
     warm: WarmSpec | None = None
     # The role the checks connect as inside the sandbox (trust auth on a private socket).
     db_user: str = "postgres"
@@ -141,4 +218,5 @@ def refuse_unsafe_checks(spec: DrillSpec) -> None:
     a spec enters (the CLI, the workflow's first stage), not while decoding one: a workflow
     must be able to read any spec it was given, and refuse it as a report."""
     for check in spec.checks:
-        refuse_unsafe_check(check.name, check.sql)
+        if isinstance(check, Check):  # the other kinds run only SQL pitrdrill builds
+            refuse_unsafe_check(check.name, check.sql)

@@ -1,6 +1,8 @@
-"""The one client factory: every connection uses the pydantic data converter, tracing, and the
-one SDK runtime, whose core (Rust) logs are forwarded to Python logging: every line pitrdrill
-writes on stderr stays JSON (workers.telemetry), also while the server is unreachable."""
+"""The one client factory: every connection uses the pydantic data converter, Temporal's
+OpenTelemetry plugin (workers.telemetry's providers), and the one SDK runtime, whose core (Rust)
+logs are forwarded to Python logging: every line pitrdrill writes on stderr stays JSON
+(workers.telemetry), also while the server is unreachable. With PITRDRILL_PROMETHEUS=host:port
+that runtime serves Temporal's own metrics on http://host:port/metrics."""
 
 from __future__ import annotations
 
@@ -14,22 +16,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    PrometheusConfig,
     Runtime,
     TelemetryConfig,
     TelemetryFilter,
 )
 from temporalio.testing import WorkflowEnvironment
 
+from workers import telemetry
 from workflows import search_attributes
 
 DEFAULT_ADDRESS = "localhost:7233"
 UI_PORT = 8233
 CORE_LOGGER = "temporalio.core"
+PROMETHEUS = "PITRDRILL_PROMETHEUS"
 
 
 class _CoreRecordFields(logging.Filter):
@@ -57,12 +62,22 @@ def sdk_runtime() -> Runtime:
     Python logger instead of the core's own ANSI-coloured console lines."""
     logger = logging.getLogger(CORE_LOGGER)
     logger.addFilter(_CoreRecordFields())
-    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-        forwarding=LogForwardingConfig(logger=logger, append_target_to_name=False,
-                                       prepend_target_on_message=False,
-                                       append_log_fields_to_message=False),
-    )))
+    prometheus = os.environ.get(PROMETHEUS)
+    return Runtime(telemetry=TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logger, append_target_to_name=False,
+                                           prepend_target_on_message=False,
+                                           append_log_fields_to_message=False)),
+        metrics=PrometheusConfig(bind_address=prometheus) if prometheus else None,
+    ))
+
+
+def plugins() -> list[OpenTelemetryPlugin]:
+    """Spans for starting and running workflows and activities (Temporal's own), in whose
+    trace the stage spans of workflows.recovery_path nest."""
+    telemetry.providers()
+    return [OpenTelemetryPlugin(add_temporal_spans=True)]
 
 
 def temporal_cli() -> str:
@@ -79,7 +94,7 @@ async def connect(address: str | None = None, namespace: str = "default") -> Cli
         address or os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
         namespace=os.environ.get("TEMPORAL_NAMESPACE", namespace),
         data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
+        plugins=plugins(),
         runtime=sdk_runtime(),
     )
 
@@ -111,7 +126,7 @@ async def start_embedded(ui: bool = True) -> WorkflowEnvironment:
 async def _start_local(ui: bool) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
+        plugins=plugins(),
         dev_server_existing_path=temporal_cli(),
         runtime=sdk_runtime(),
         ui=ui,

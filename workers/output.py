@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.recovery import RecoveryReport
-from domain.report import DrillReport, ErrorEntry
+from domain.report import CheckResult, DrillReport, ErrorEntry
 from domain.stages import LiveProgress
 from domain.targets import ResolvedTarget, format_utc
 
@@ -60,6 +60,30 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
 
+_CHECK_MARK = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "skipped": "SKIPPED"}
+
+
+def _shown(value) -> str:
+    """An observed or expected value: mappings as `key value` pairs, the rest as written."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(item)}" for key, item in value.items())
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        return "[" + "; ".join(_shown(item) for item in value) + "]"
+    return repr(value)
+
+
+def check_line(check: CheckResult) -> str:
+    """One check: its verdict, kind and seconds, then why it was skipped, or what was
+    observed against what was expected (and the error that stopped it)."""
+    head = f"  check [{_CHECK_MARK[check.status]}] {check.name} ({check.kind}, " \
+           f"{check.seconds:.3f}s)"
+    if check.status == "skipped":
+        return f"{head}: skipped: {check.skipped}"
+    if check.status == "error":
+        return f"{head}: {check.error}; expected {_shown(check.expected)}"
+    return f"{head}: observed {_shown(check.observed)}, expected {_shown(check.expected)}"
+
+
 def summary(report: DrillReport) -> str:
     lines = [f"Drill {report.drill_id}: {_MARK[report.status]}"]
     if report.target:
@@ -94,10 +118,7 @@ def summary(report: DrillReport) -> str:
                                              if recovered.matches_prediction else "MISSED"))
         if recovered.stop_reason:
             lines.append(f"  server said   {recovered.stop_reason}")
-    for check in report.checks:
-        verdict = "pass" if check.passed else "FAIL"
-        lines.append(f"  check [{verdict}] {check.name}: observed {check.observed!r}, "
-                     f"expected {check.expected!r}" + (f" ({check.error})" if check.error else ""))
+    lines.extend(check_line(check) for check in report.checks)
     m = report.metrics
     if m.stage_seconds:
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in m.stage_seconds.items())

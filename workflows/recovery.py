@@ -111,10 +111,7 @@ class RecoveryWorkflow:
                                          else "abort", by=answer.by, reason=answer.reason,
                                          at=workflow.now())
         if isinstance(answer, Abort):
-            path.finish()
-            report.status = "paused"
-            path.set_status("paused")
-            return report
+            return path.finish(status="paused")
         try:
             async with path.stage(Stage.PROMOTE):
                 report.promotion = await workflow.execute_activity_method(
@@ -125,10 +122,7 @@ class RecoveryWorkflow:
         except ActivityError as exc:
             reraise_cancellation(exc)
             return path.finish(error_entry(exc, STAGE_CODE[Stage.PROMOTE]))
-        path.finish()
-        report.status = "promoted"
-        path.set_status("promoted")
-        return report
+        return path.finish(status="promoted")
 
     async def _await_decision(self, path: RecoveryPath) -> None:
         path.progress.stage, path.progress.stage_started_at = Stage.AWAITING_APPROVAL, workflow.now()

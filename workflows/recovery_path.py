@@ -44,12 +44,15 @@ with workflow.unsafe.imports_passed_through():
     from domain.escalation import Decision, EscalationRecord, decide_command, spec_after_decision
     from domain.lsn import parse_lsn
     from domain.plan import verify_prediction
+    from domain.redaction import redact_report
+    from domain.checks import recovered_point
     from domain.report import DrillReport, ErrorEntry, Recovered, mb_per_s
     from domain import synthetic
     from domain.spec import DrillSpec, refuse_unsafe_checks
     from domain.stages import DrillProgress, Stage, StageSpan, StageTiming
     from domain.targets import TargetSpec, mode_label, resolve_target
     from workflows import options
+    from workflows.drill_telemetry import record_finished, stage_span
     from workflows.search_attributes import PITR_DATABASE, PITR_STATUS, PITR_TARGET_MODE
 
 CATALOGUE_CODES = {str(code) for code in CATALOGUE}
@@ -85,12 +88,13 @@ class RecoveryPath:
         self.set_status(stage)
         workflow.logger.info("stage started", extra={"stage": str(stage)})
         began = workflow.now()
-        try:
-            yield
-        except BaseException:
-            self._stage_ended(stage, began, "failed")
-            raise
-        self._stage_ended(stage, began, "done")
+        with stage_span(stage, self.report.drill_id, self.report.database):
+            try:
+                yield
+            except BaseException:
+                self._stage_ended(stage, began, "failed")
+                raise
+            self._stage_ended(stage, began, "done")
         raise_if_cancel_requested()
 
     def _stage_ended(self, stage: Stage, began: datetime, outcome: str) -> None:
@@ -120,7 +124,9 @@ class RecoveryPath:
                 self.progress.stage, self.progress.finished = None, True
             raise
 
-    def finish(self, error: ErrorEntry | None = None) -> DrillReport:
+    def finish(self, error: ErrorEntry | None = None, status: str | None = None) -> DrillReport:
+        """End the report: `status` (a recovery's promoted or paused) unless errors say
+        rejected or failed."""
         report = self.report
         if error is not None:
             report.errors.append(error)
@@ -128,11 +134,15 @@ class RecoveryPath:
             kinds = {kind_of(error.code) for error in report.errors}
             report.status = "rejected" if kinds == {"input"} and report.recovered is None \
                 else "failed"
+        elif status is not None:
+            report.status = status
         report.finished_at = workflow.now()
+        redact_report(report)
         self.progress.stage, self.progress.finished = None, True
         self.set_status(report.status)
         workflow.logger.info(
             "finished", extra={"status": report.status, "errors": len(report.errors)})
+        record_finished(report)
         return report
 
     # --- before anything exists ----------------------------------------------------------------
@@ -314,14 +324,21 @@ class RecoveryPath:
         recovered.matches_prediction = mismatch is None
         if mismatch is not None:
             report.errors.append(ErrorEntry.from_error(mismatch))
+        metrics, seconds = report.metrics, report.metrics.stage_seconds[Stage.REPLAY]
         if recovered.replay_lsn:
             replayed_bytes = parse_lsn(recovered.replay_lsn) - parse_lsn(report.base_backup.start_lsn)
-            report.metrics.wal_bytes_replayed = max(replayed_bytes, 0)
-            report.metrics.replay_mb_per_s = mb_per_s(
-                report.metrics.wal_bytes_replayed, report.metrics.stage_seconds[Stage.REPLAY])
-        if report.target.utc and recovered.last_commit_time:
-            lost = report.target.utc - recovered.last_commit_time
-            report.metrics.data_lost_seconds = round(lost.total_seconds(), 6)
+            metrics.wal_bytes_replayed = max(replayed_bytes, 0)
+            metrics.replay_mb_per_s = mb_per_s(metrics.wal_bytes_replayed, seconds)
+        # The plan counted the commits up to the predicted stop: true only if it held.
+        if mismatch is None and report.plan.replay_commits is not None:
+            metrics.transactions_replayed = report.plan.replay_commits
+            metrics.replay_transactions_per_s = \
+                round(metrics.transactions_replayed / seconds, 3) if seconds > 0 else None
+        # Against what was asked for: a fallback's earlier stop is history given up too.
+        requested = report.requested_target
+        if requested and requested.utc and recovered.last_commit_time:
+            lost = requested.utc - recovered.last_commit_time
+            metrics.data_lost_seconds = round(lost.total_seconds(), 6)
 
     async def check(self, sandbox: Sandbox) -> None:
         spec, report = self.spec, self.report
@@ -329,15 +346,20 @@ class RecoveryPath:
             checked = await workflow.execute_activity_method(
                 CheckActivities.run_checks,
                 ChecksRequest(sandbox=sandbox, database=spec.database, db_user=spec.db_user,
-                              checks=spec.checks),
+                              checks=spec.checks, recovered_point=recovered_point(
+                                  report.target, report.recovered, report.started_at)),
                 **self.on_host(sandbox, options.RUN_CHECKS))
         report.checks = checked.results
-        passed = sum(result.passed for result in checked.results)
+        # A skipped check (it could not run: amcheck not in the backup) is no pass and no
+        # failure: it is counted apart and left out of the pass rate.
+        ran = [result for result in checked.results if result.status != "skipped"]
+        passed = sum(result.passed for result in ran)
         report.metrics.checks_passed, report.metrics.checks_total = passed, len(checked.results)
-        if checked.results:
-            report.metrics.validation_pass_rate = round(passed / len(checked.results), 4)
+        report.metrics.checks_skipped = len(checked.results) - len(ran)
+        if ran:
+            report.metrics.validation_pass_rate = round(passed / len(ran), 4)
         report.metrics.time_to_verify_seconds = since(report.started_at)
-        for failed in (r for r in checked.results if not r.passed):
+        for failed in (r for r in ran if not r.passed):
             code = ErrorCode.CHECK_ERROR if failed.error else ErrorCode.CHECK_FAILED
             detail = failed.error or f"observed {failed.observed!r}, expected {failed.expected!r}"
             report.errors.append(ErrorEntry.from_error(

@@ -21,6 +21,7 @@ async def temporal_env():
 @pytest_asyncio.fixture(scope="session")
 async def worker(temporal_env, sandbox_root: Path, runtime: PostgresRuntime):
     settings = WorkerSettings(task_queue="pitrdrill-e2e", sandbox_root=sandbox_root,
-                              index_path=sandbox_root.parent / "wal-index.sqlite", runtime=runtime)
+                              index_path=sandbox_root.parent / "wal-index.sqlite", runtime=runtime,
+                              ledger=str(sandbox_root.parent / "ledger.sqlite"))
     async with running_workers(temporal_env.client, settings):
         yield settings

@@ -22,9 +22,12 @@ def notice(**hooks) -> EscalationNotice:
 def test_the_webhook_receives_the_escalation_as_json_and_a_dead_one_is_reported(tmp_path):
     received = []
 
+    authorizations = []
+
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            authorizations.append((self.path, self.headers.get("Authorization")))
             self.send_response(204)
             self.end_headers()
 
@@ -38,12 +41,19 @@ def test_the_webhook_receives_the_escalation_as_json_and_a_dead_one_is_reported(
         out = tmp_path / "notice.json"
         result = ActivityEnvironment().run(EscalationNotifier().notify,
                                            notice(webhook=url, command=f"cat > {out}"))
+        # Credentials in the URL travel as Basic auth, not as part of the host name.
+        with_login = url.replace("http://", "http://pager:p%40ss@") + "?team=db"
+        logged_in = ActivityEnvironment().run(EscalationNotifier().notify,
+                                              notice(webhook=with_login))
     finally:
         server.shutdown()
     assert result.delivered == ["webhook", "command"] and result.failed == []
     assert received[0]["drill_id"] == "drill-x" and received[0]["cause"]["code"] == "WAL_GAP"
     assert "webhook" not in received[0]  # hooks are not echoed to the people they reach
     assert json.loads(out.read_text())["how_to_decide"].startswith("pitrdrill drill decide")
+    assert logged_in.delivered == ["webhook"]
+    assert authorizations == [("/pitrdrill", None),
+                              ("/pitrdrill?team=db", "Basic cGFnZXI6cEBzcw==")]  # pager:p@ss
 
     dead = ActivityEnvironment().run(EscalationNotifier().notify,
                                      notice(webhook="http://127.0.0.1:9/", command="exit 3"))

@@ -18,12 +18,12 @@ from temporalio.service import RPCError
 
 from domain.errors import DrillError, ErrorCode
 from workers import output, telemetry
-from workers.cli import bisect, drill, investigate, plan, recovery, sandbox, schedule, server, \
-    target, worker
+from workers.cli import bisect, drill, investigate, plan, recovery, report, sandbox, schedule, \
+    schema, server, target, worker
 from workers.cli.common import Refusal, refusal
 
 GROUPS = (worker, server, drill, recovery, schedule, bisect, investigate, plan, target,
-          sandbox)
+          sandbox, report, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +65,7 @@ def entry_point() -> None:
     """Console script. Exits without interpreter teardown: the SDK's native threads can abort
     a finalizing interpreter (temporalio/sdk-python#300), turning exit 3 into SIGABRT."""
     code = main()
+    telemetry.flush()  # spans still in an exporter's batch: os._exit runs no atexit hook
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 from temporalio.client import Client
 
+from adapters.schema_snapshot import inline_snapshots
 from domain.errors import DrillError, ErrorCode
 from domain.report import ErrorEntry
 from domain.spec import DrillSpec, refuse_unsafe_checks
@@ -45,10 +46,11 @@ def refusal(error: DrillError) -> Refusal:
 
 
 def load_spec(path: str, model: type[DrillSpec] = DrillSpec, **overrides) -> DrillSpec:
-    """A spec file (YAML or JSON, '-' for stdin) as `model`, command-line values winning."""
+    """A spec file (YAML or JSON, '-' for stdin) as `model`, command-line values winning;
+    a `schema` check's snapshot path read in (relative to the spec)."""
     try:
         raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        fields = yaml.safe_load(raw.decode("utf-8"))
+        fields = inline_snapshots(yaml.safe_load(raw.decode("utf-8")), path)
         if overrides and isinstance(fields, dict):
             fields.update({k: v for k, v in overrides.items() if v is not None})
         spec = model.model_validate(fields)
