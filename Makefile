@@ -56,6 +56,7 @@ test-docker: setup docker-tools images
 
 docs: setup
 	$(PY) -m domain.errors > docs/errors.md
+	$(PY) -m domain.report_schema > docs/report.schema.json
 
 clean:
 	rm -rf var .pytest_cache
