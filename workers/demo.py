@@ -32,6 +32,7 @@ from workers import output, telemetry
 from workers.api import new_drill_id
 from workers.cli.drill import run_drill
 from workers.client import start_embedded
+from workers.report_page import render_html
 from workers.worker import WorkerSettings, running_workers
 
 ROOT = Path("var/demo").resolve()  # the spec and report copies: written by us, in the clone
@@ -80,7 +81,8 @@ def check_reachable(work: Path, runtime: PostgresRuntime) -> None:
 
 async def drill(spec: DrillSpec, work: Path):
     settings = WorkerSettings.from_env(sandbox_root=work / "sandboxes",
-                                       index_path=work / "wal-index.sqlite")
+                                       index_path=work / "wal-index.sqlite",
+                                       ledger=str(work / "ledger.sqlite"))
     async with await start_embedded(ui=True) as env:
         say("  Temporal dev server up: watch the workflow at http://localhost:8233")
         async with running_workers(env.client, settings):
@@ -122,7 +124,11 @@ def demo() -> int:
                  "expect": incident["rows_at_target"]},
                 {"name": "no voided orders", "expect": 0,
                  "sql": "select count(*) from orders where status = 'void'"},
+                {"name": "amounts in range", "sql": "select max(amount) from orders",
+                 "expect": {"min": 0, "max": 1000}},
             ],
+            # Loaded into the sandbox's cache once every check passed.
+            "warm": {"relations": ["orders"]},
         })
         spec_file = ROOT / "drill.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(exclude_defaults=True),
@@ -131,7 +137,10 @@ def demo() -> int:
         say(f"  spec written to {spec_file}")
         report = asyncio.run(drill(spec, work))
         (ROOT / "report.json").write_text(report.model_dump_json(indent=2))
-    say("\n4. Report (full JSON in var/demo/report.json)")
+        (ROOT / "report.html").write_text(render_html(report))
+    say("\n4. Report (full JSON in var/demo/report.json; a page with its stage timeline in "
+        f"var/demo/report.html; in the ledger: pitrdrill report list --ledger "
+        f"{work / 'ledger.sqlite'})")
     say(output.summary(report))
     if report.status != "verified":
         say("\nThe drill did not verify: see the errors above.")
