@@ -52,6 +52,7 @@ def stage_incident(lab: Lab) -> dict:
     orders = OrdersWorkload(lab, "shop")
     orders.create()
     orders.insert_batches(3, 1000)
+    lab.sql("CREATE EXTENSION pg_prewarm", "shop")  # so the drill's warm stage can use it
     say("  3000 orders written; taking a base backup with pg_basebackup")
     lab.base_backup("nightly")
     time.sleep(1.1)  # the backup's label records whole seconds

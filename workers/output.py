@@ -130,6 +130,10 @@ def summary(report: DrillReport) -> str:
         lines.append(f"  restore       {m.bytes_restored / 1e6:.1f} MB at {m.restore_mb_per_s} MB/s")
     if m.replay_mb_per_s is not None:
         lines.append(f"  replay        {m.wal_bytes_replayed / 1e6:.1f} MB at {m.replay_mb_per_s} MB/s")
+    if report.warm is not None:
+        warmed = ", ".join(f"{r.name} ({r.method})" for r in report.warm.relations)
+        lines.append(f"  warmed        {report.warm.bytes_warmed / 1e6:.1f} MB in "
+                     f"{_seconds(report.warm.seconds)}: {warmed or 'nothing'}")
     if m.time_to_verify_seconds is not None:
         lines.append(f"  time to verify {_seconds(m.time_to_verify_seconds)}; data given up "
                      f"before the target {_seconds(m.data_lost_seconds)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.errors import DrillError, ErrorCode
-from domain.report import DrillReport, ErrorEntry
+from domain.report import DrillReport, ErrorEntry, WarmedRelation, WarmReport
 from workers import output
 from workers.cli.common import EXIT_CANCELLED, EXIT_UNAVAILABLE, refusal
 
@@ -34,3 +34,13 @@ def test_a_lost_server_exits_3_and_says_how_to_reattach():
     refused = refusal(error)
     assert refused.exit_code == EXIT_UNAVAILABLE
     assert "pitrdrill drill result d" in output.error_text(refused.error)
+
+
+def test_the_warm_stage_says_what_it_loaded_and_how():
+    report = DrillReport(drill_id="d", status="verified", database="shop")
+    report.warm = WarmReport(relations=[
+        WarmedRelation(name="public.orders", bytes=40_960_000, method="pg_prewarm"),
+        WarmedRelation(name="public.orders_pkey", bytes=2_048_000, method="pg_prewarm")],
+        bytes_warmed=43_008_000, seconds=0.05)
+    assert "  warmed        43.0 MB in 0.050s: public.orders (pg_prewarm), " \
+           "public.orders_pkey (pg_prewarm)" in output.summary(report)
