@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import structlog
 from opentelemetry import metrics, trace
@@ -43,6 +44,8 @@ from temporalio.contrib.opentelemetry import (
 )
 
 from domain.redaction import redact
+
+T = TypeVar("T")
 
 SERVICE = "pitrdrill"
 
@@ -162,33 +165,36 @@ def _chosen(signal: str) -> list[str]:
             if name.strip() and name.strip().lower() != "none"]
 
 
-def _span_exporters() -> list[SpanExporter]:
+def _exporters(signal: str, otlp: Callable[[], T], console: Callable[[], T]) -> list[T]:
+    """The exporters OTEL_<signal>_EXPORTER names (otlp, console); others are warned about."""
     exporters = []
-    for name in _chosen("TRACES"):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            exporters.append(OTLPSpanExporter())
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter(out=sys.stderr, formatter=_one_line))
+    for name in _chosen(signal):
+        if name in ("otlp", "console"):
+            exporters.append(otlp() if name == "otlp" else console())
         else:
             logging.getLogger(__name__).warning(
-                "unsupported OTEL_TRACES_EXPORTER", extra={"exporter": name})
+                f"unsupported OTEL_{signal}_EXPORTER", extra={"exporter": name})
     return exporters
+
+
+def _otlp_spans() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _otlp_metrics() -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def _span_exporters() -> list[SpanExporter]:
+    return _exporters("TRACES", _otlp_spans,
+                      lambda: ConsoleSpanExporter(out=sys.stderr, formatter=_one_line))
 
 
 def _metric_exporters() -> list[MetricExporter]:
-    exporters = []
-    for name in _chosen("METRICS"):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import \
-                OTLPMetricExporter
-            exporters.append(OTLPMetricExporter())
-        elif name == "console":
-            exporters.append(ConsoleMetricExporter(out=sys.stderr, formatter=_one_line))
-        else:
-            logging.getLogger(__name__).warning(
-                "unsupported OTEL_METRICS_EXPORTER", extra={"exporter": name})
-    return exporters
+    return _exporters("METRICS", _otlp_metrics,
+                      lambda: ConsoleMetricExporter(out=sys.stderr, formatter=_one_line))
 
 
 @functools.cache

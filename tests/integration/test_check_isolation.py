@@ -11,15 +11,14 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.checks import CheckActivities
-from activities.models import ChecksRequest, ReplayRequest, RestoreRequest, SandboxRequest
-from activities.replay import ReplayActivities
-from activities.restore import RestoreActivities
-from activities.sandbox import SandboxActivities, server_of
+from activities.models import ChecksRequest
+from activities.sandbox import server_of
 from domain.checks import refuse_unsafe_check
 from domain.errors import DrillError
 from domain.spec import Check, FilesystemSource
 from domain.targets import ResolvedTarget
 from tests.conftest import Scenario
+from tests.integration.sandboxes import replayed_sandbox
 
 PROBE_DIR = Path("/var/tmp")
 
@@ -27,22 +26,12 @@ PROBE_DIR = Path("/var/tmp")
 @pytest.fixture(scope="module")
 def promoted(scenario: Scenario, sources, runtime, sandbox_root: Path):
     """The first backup restored and promoted: writable, the worst case for a check."""
-    sandboxes = SandboxActivities(runtime, sandbox_root, "test@host")
-    env = ActivityEnvironment()
-    sandbox = env.run(sandboxes.provision,
-                      SandboxRequest(drill_id=f"it-checks-{uuid.uuid4().hex[:8]}"))
-    try:
-        source = FilesystemSource(base_backups=str(scenario.lab.base_backups),
-                                  wal_archive=str(scenario.lab.wal_archive))
-        backup = next(b for b in sources.adapter(source).backups(source) if b.id == "first")
-        env.run(RestoreActivities(sources).restore_base_backup,
-                RestoreRequest(sandbox=sandbox, backup=backup, source=source))
-        env.run(ReplayActivities(runtime, sources).replay_to_target, ReplayRequest(
-            sandbox=sandbox, target=ResolvedTarget(mode="immediate", action="promote"),
-            source=source, database=scenario.database))
+    source = FilesystemSource(base_backups=str(scenario.lab.base_backups),
+                              wal_archive=str(scenario.lab.wal_archive))
+    with replayed_sandbox(runtime, sources, sandbox_root, source, "first",
+                          ResolvedTarget(mode="immediate", action="promote"),
+                          scenario.database, "it-checks") as sandbox:
         yield sandbox
-    finally:
-        env.run(sandboxes.teardown, sandbox)
 
 
 def unvalidated(name: str, sql: str, expect=None) -> Check:

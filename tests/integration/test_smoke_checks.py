@@ -17,11 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.checks import CheckActivities
-from activities.models import ChecksRequest, ReplayRequest, RestoreRequest, SandboxRequest, \
-    WarmRequest
-from activities.replay import ReplayActivities
-from activities.restore import RestoreActivities
-from activities.sandbox import SandboxActivities, server_of
+from activities.models import ChecksRequest, WarmRequest
+from activities.sandbox import server_of
 from activities.warm import WarmActivities
 from adapters.schema_snapshot import snapshot_of
 from domain.checks import RecoveredPoint
@@ -30,6 +27,7 @@ from domain.schema import Column, SchemaSnapshot, Table
 from domain.spec import FilesystemSource, SmokeCheck, WarmSpec
 from domain.targets import ResolvedTarget
 from lab.smoke import MISSING_ORDER, ORPHANS, PLAIN, SHOP, SmokeLab, smoke_lab
+from tests.integration.sandboxes import replayed_sandbox
 from workers.cli import main
 from workers.cli.common import load_spec
 
@@ -45,21 +43,11 @@ def smoke(work_root: Path, runtime) -> SmokeLab:
 @pytest.fixture(scope="module")
 def paused(smoke: SmokeLab, sources, runtime, sandbox_root: Path):
     """`nightly` replayed to the orphans' commit (inclusive), paused: a hot standby."""
-    sandboxes = SandboxActivities(runtime, sandbox_root, "test@host")
-    env = ActivityEnvironment()
-    sandbox = env.run(sandboxes.provision,
-                      SandboxRequest(drill_id=f"it-smoke-{uuid.uuid4().hex[:8]}"))
-    try:
-        source = FilesystemSource(**smoke.source())
-        backup = next(b for b in sources.adapter(source).backups(source) if b.id == "nightly")
-        env.run(RestoreActivities(sources).restore_base_backup,
-                RestoreRequest(sandbox=sandbox, backup=backup, source=source))
-        env.run(ReplayActivities(runtime, sources).replay_to_target, ReplayRequest(
-            sandbox=sandbox, source=source, database=SHOP,
-            target=ResolvedTarget(mode="xid", xid=smoke.orphans.xid, inclusive=True)))
+    with replayed_sandbox(runtime, sources, sandbox_root, FilesystemSource(**smoke.source()),
+                          "nightly", ResolvedTarget(mode="xid", xid=smoke.orphans.xid,
+                                                    inclusive=True),
+                          SHOP, "it-smoke") as sandbox:
         yield sandbox
-    finally:
-        env.run(sandboxes.teardown, sandbox)
 
 
 def run_checks(runtime, sandbox, checks: list[dict], database: str = SHOP,
