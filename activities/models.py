@@ -13,7 +13,7 @@ from domain.catalog import BaseBackup
 from domain.ledger import KindedReport
 from domain.recovery import Approval, Promotion
 from adapters.preflight import PlanRequest, PlanResult
-from domain.report import CheckResult, DrillReport, ErrorEntry, Metrics, Recovered
+from domain.report import CheckResult, ErrorEntry, Metrics, Recovered
 from domain.restore import RestoreProgress, RestoreResult
 from domain.sandbox import Sandbox
 from domain.checks import RecoveredPoint

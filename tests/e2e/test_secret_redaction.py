@@ -13,7 +13,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import uuid
 from pathlib import Path
 
 from tests.conftest import Scenario

@@ -31,6 +31,15 @@ def commit(xid: int, at: datetime, lsn: str = "0/3028E30") -> CommitRef:
     return CommitRef(xid=xid, lsn=lsn, commit_time=at)
 
 
+def fallback_to_xid_731() -> FallbackUsed:
+    """last_consistent_before_gap moved a target of xid 800 back to xid 731."""
+    return FallbackUsed(
+        step="last_consistent_before_gap", cause_code="WAL_GAP", cause="gap",
+        requested=ResolvedTarget(mode="xid", xid=800),
+        used=ResolvedTarget(mode="xid", xid=731, inclusive=True), seconds_given_up=42.5,
+        transactions_given_up=69, transactions_given_up_at_least=69)
+
+
 def stages(began: datetime, seconds: list[float], failed_last: bool = False) -> list[StageSpan]:
     spans, at = [], began
     for i, (stage, length) in enumerate(zip(DRILL_STAGES, seconds)):

@@ -18,7 +18,7 @@ from domain.ledger import (
 )
 from domain.plan import FallbackUsed
 from domain.targets import ResolvedTarget
-from tests.unit.reports import T0, hours, report
+from tests.unit.reports import T0, fallback_to_xid_731, hours, report
 
 NOW = hours(24 * 10)
 WINDOW = (hours(0), hours(100))  # the restorable window the newest plan saw: 100 h
@@ -97,11 +97,7 @@ def test_summary_per_database_in_the_period():
 
 
 def test_a_fallbacks_own_cost_counts_when_the_request_had_no_moment():
-    fallback = FallbackUsed(
-        step="last_consistent_before_gap", cause_code="WAL_GAP", cause="gap",
-        requested=ResolvedTarget(mode="xid", xid=800),
-        used=ResolvedTarget(mode="xid", xid=731, inclusive=True), seconds_given_up=42.5,
-        transactions_given_up=69, transactions_given_up_at_least=69)
+    fallback = fallback_to_xid_731()
     drill = report("f", data_lost=None, fallback=fallback)
     drill.metrics.data_lost_seconds = None
     listing = LedgerListing.of(record(drill))

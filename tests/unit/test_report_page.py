@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from domain.plan import FallbackUsed
 from domain.report import ErrorEntry
-from domain.targets import ResolvedTarget
-from tests.unit.reports import hours, report
+from tests.unit.reports import fallback_to_xid_731, hours, report
 from workers.report_page import render_html, render_markdown, timeline
 
 
@@ -71,11 +69,7 @@ def test_a_failed_stage_is_drawn_as_failed_and_the_errors_are_listed():
 
 
 def test_markdown_names_requested_and_used_targets_and_every_stage():
-    fallback = FallbackUsed(
-        step="last_consistent_before_gap", cause_code="WAL_GAP", cause="gap",
-        requested=ResolvedTarget(mode="xid", xid=800),
-        used=ResolvedTarget(mode="xid", xid=731, inclusive=True), seconds_given_up=42.5,
-        transactions_given_up=69, transactions_given_up_at_least=69)
+    fallback = fallback_to_xid_731()
     drill = report("fb", fallback=fallback)
     drill.checks[0].name = "a | b"
     text = render_markdown(drill)
