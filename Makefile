@@ -66,6 +66,7 @@ clean:
 bench: setup
 	$(PY) -m bench.run
 	$(PY) -m bench.index_scale
+	$(PY) -m bench.bisect
 
 # --- Images (deploy/README.md): every one built here, none pulled (no registry is reachable).
 # pitrdrill/debian:12 is a debootstrap rootfs (deploy/base-image.sh); the others are built FROM

@@ -12,9 +12,7 @@ from activities.heartbeat import Heartbeater
 from activities.models import ChecksProgress, ChecksRequest, ChecksResult
 from activities.sandbox import server_of
 from adapters.pg_runtime import PostgresRuntime
-from adapters.smoke_checks import run_check, run_smoke_check
-
-__all__ = ["CheckActivities", "run_check"]  # run_check: bisect's probe runs its predicate
+from adapters.smoke_checks import run_smoke_check
 
 
 class CheckActivities:

@@ -216,12 +216,6 @@ class ProbeResult(BaseModel):
     seconds: float
 
 
-class GoodStateRequest(BaseModel):
-    sandbox: Sandbox
-    database: str = "postgres"  # for the restartpoint (CHECKPOINT) before the server stops
-    db_user: str = "postgres"
-
-
 class GoodStateResult(BaseModel):
     full_copy: bool  # the first keep copies everything; later ones only what changed
     files_copied: int
@@ -230,7 +224,20 @@ class GoodStateResult(BaseModel):
     seconds: float
 
 
-class GoodStateProgress(BaseModel):
-    """Heartbeated while a data directory is copied (nothing finer to report)."""
+class StepRequest(ProbeRequest):
+    """A probe, and what happens to the data directory first, in the same activity (one round
+    trip, one stop): after a clean probe the next one (always forward) keeps the clean state
+    first; a probe behind the server returns to the kept state first."""
 
-    copying: bool = True
+    keep_first: bool = False
+    return_first: bool = False
+    # The backup restored into the sandbox: a plain one on the filesystem is where the kept
+    # state reads the files replay never changed (see keep_layered).
+    backup: BaseBackup | None = None
+
+
+class StepResult(ProbeResult):
+    keep_seconds: float = 0.0  # keeping the state the server stood at (the previous probe's)
+    state_seconds: float = 0.0  # bringing the kept clean state back
+    files_copied: int = 0  # by the keep or the return
+    bytes_copied: int = 0

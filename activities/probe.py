@@ -10,11 +10,17 @@ read-only. PostgreSQL 15 reads recovery_target_* only at start, so every probe i
   backup. (A fast shutdown of a paused standby waits out the pause loop's one-second sleep;
   after the restartpoint an immediate one loses nothing that replay does not redo.) The pause
   is awaited on the server's log, then confirmed as a drill's replay confirms it.
-- backward: the data directory is first made a copy of the last clean state again. That copy
-  (`<sandbox>/good`, removed with the sandbox) is taken after a clean probe: the first time a
-  full `cp --reflink=auto -a`, then only the files that changed, both ways (size and mtime).
-  WAL segment files are left out both ways: recovery fetches every segment from the archive
-  first (restore_command), and pg_wal only holds copies of archived ones.
+- backward: the data directory is first made the last clean state again. That state is kept
+  by the probe after a clean one (always forward), before it moves on, in the same activity:
+  on top of a plain base backup (see keep_layered: the files replay never changed are read
+  from the backup, the rest kept in `<sandbox>/good`), else a whole `cp --reflink=auto -a`
+  the first time and then only the files that changed, both ways (size and mtime). WAL
+  segment files are left out both ways: recovery fetches every segment from the archive first
+  (restore_command), and pg_wal only holds copies of archived ones.
+
+A probe's keep or return and its restart share one activity (one round trip, one stop); its
+report splits their seconds. A retry never keeps a state that moved on: the step file names
+the probe whose data directory is ready.
 
 Restarts are made cheap in the sandbox's own postgresql.auto.conf (the isolation settings stay
 on the command line, which wins): `fsync = off`, so that neither the restartpoint nor the
@@ -45,20 +51,18 @@ import structlog
 from temporalio import activity
 
 from activities.boundary import activity_boundary
-from activities.checks import run_check
 from activities.heartbeat import Heartbeater
 from activities.models import (
     BisectPlan,
     BisectPlanRequest,
     CandidatesRequest,
     CandidatesResult,
-    GoodStateProgress,
-    GoodStateRequest,
     GoodStateResult,
     ProbeRequest,
-    ProbeResult,
     ReplayProgress,
     ReplayRequest,
+    StepRequest,
+    StepResult,
 )
 from activities.replay import ReplayActivities
 from activities.sandbox import server_of
@@ -66,6 +70,7 @@ from adapters.investigation import RelationCatalog, WalRangeReader
 from adapters.pg_runtime import PostgresRuntime, remove_tree
 from adapters.pg_server import PostgresServer
 from adapters.preflight import IndexedArchive
+from adapters.smoke_checks import run_check
 from adapters.sources import BackupSources
 from adapters.wal_archive import list_archive
 from adapters.wal_index import IndexProgress, WalIndex
@@ -88,7 +93,7 @@ from domain.lsn import format_lsn, is_segment_name, parse_lsn
 from domain.plan import last_consistent_target, plan_recovery
 from domain.prediction import CommitRef
 from domain.sandbox import Sandbox, server_settings
-from domain.spec import Check
+from domain.spec import Check, FilesystemSource
 from domain.targets import ResolvedTarget, render_settings
 from domain.timelines import choose_timeline, on_timeline
 from domain.wal_pages import end_before
@@ -96,6 +101,7 @@ from domain.wal_records import WalEvent
 
 _log = structlog.get_logger("pitrdrill.probe")
 CANDIDATES_FILE = "bisect-candidates.json"
+STEP_FILE = "bisect-step"  # the probe whose data directory is ready (kept / returned)
 GOOD_STATE_DIR = "good"
 BOOT_ID_FILE = "bisect-boot-id"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -110,6 +116,8 @@ _PAUSED_LINES = ("pausing at the end of recovery", "ready to accept read-only co
 _LISTS_CACHED = 8  # candidate lists kept in memory (each is also in its sandbox)
 _HEAP_RMGRS = ("--rmgr=Heap", "--rmgr=Heap2")
 
+
+# --- one step of the bisection: bisect-only models -------------------------------------------
 
 # --- the candidate list, kept in the sandbox -----------------------------------------------
 
@@ -210,8 +218,16 @@ def _listing(root: str) -> dict[str, os.stat_result]:
 def mirror(source: Path, target: Path) -> _Mirrored:
     """Make `target` a copy of `source` (both stopped data directories), copying only the
     files whose size or mtime differ and removing what `source` lacks."""
+    return _sync({rel: (source / rel, st) for rel, st in _listing(str(source)).items()}, target)
+
+
+def _sync(want: dict[str, tuple[Path, os.stat_result]], target: Path) -> _Mirrored:
+    """Make `target` hold exactly `want` (relative path -> where its content is, and that
+    file's stat), copying only what differs in size or mtime from what `target` has. Copies
+    keep their source's mtime, and are owned like `target` itself."""
     done = _Mirrored()
-    have, want = _listing(str(target)), _listing(str(source))
+    have = _listing(str(target))
+    owner = target.stat()
     for relative in sorted(set(have) - set(want), reverse=True):  # children before parents
         path = target / relative
         if stat.S_ISDIR(have[relative].st_mode):
@@ -220,12 +236,13 @@ def mirror(source: Path, target: Path) -> _Mirrored:
             path.unlink()
         done.files_removed += 1
     for relative in sorted(want):  # parents before children
-        src_stat, dst_stat = want[relative], have.get(relative)
+        (src, src_stat), dst_stat = want[relative], have.get(relative)
         if dst_stat is not None and _same(src_stat, dst_stat):
             continue
-        src, dst = source / relative, target / relative
+        dst = target / relative
         if dst_stat is not None and not (stat.S_ISDIR(src_stat.st_mode)
                                          and stat.S_ISDIR(dst_stat.st_mode)):
+            # Never written into: a new file (a copy may share nothing with what was there).
             remove_tree(dst) if stat.S_ISDIR(dst_stat.st_mode) else dst.unlink()
             dst_stat = None
         if stat.S_ISDIR(src_stat.st_mode):
@@ -236,11 +253,90 @@ def mirror(source: Path, target: Path) -> _Mirrored:
             dst.symlink_to(os.readlink(src))
             done.files_copied += 1
         else:
-            shutil.copy2(src, dst)
+            shutil.copyfile(src, dst)
+            os.chmod(dst, stat.S_IMODE(src_stat.st_mode) | stat.S_IRUSR | stat.S_IWUSR)
+            os.utime(dst, ns=(src_stat.st_atime_ns, src_stat.st_mtime_ns))
             done.files_copied += 1
             done.bytes_copied += src_stat.st_size
-        _owned_like(dst, src_stat)
+        _owned_like(dst, owner)
     return done
+
+
+# --- the kept clean state, on top of the base backup ------------------------------------------
+#
+# A plain base backup on the filesystem is read-only input that nothing writes: what the restore
+# copied from it and replay never touched need not be kept again. Before the server first
+# starts, every restored file gets its backup file's mtime (it holds the same bytes); a file
+# PostgreSQL writes later gets a new one. The kept state is then a list of every entry of the
+# data directory (`good.json`): "b", the backup's file of that path (same size and mtime), or
+# "o", a copy in <sandbox>/good (the files replay changed, directories, the rest).
+
+KEPT_LIST = "good.json"
+ALIGNED_FILE = "bisect-aligned"  # the restored files carry their backup file's mtime
+
+
+def _regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)
+
+
+def backup_under(request: ProbeRequest, backup: BaseBackup | None) -> Path | None:
+    """The plain base backup directory the data directory was restored from, if any."""
+    if backup is None or backup.format != "plain" \
+            or not isinstance(request.source, FilesystemSource):
+        return None
+    path = Path(backup.path)
+    return path if (path / "backup_label").is_file() else None
+
+
+def align_with_backup(data: Path, backup: Path, sandbox_root: Path) -> int:
+    """Once, before the server first starts: every restored file that has its backup file's
+    size gets that file's mtime (the restore copied its bytes). Returns how many."""
+    marker = sandbox_root / ALIGNED_FILE
+    if marker.exists():
+        return 0
+    aligned = 0
+    base = _listing(str(backup))
+    for relative, st in _listing(str(data)).items():
+        origin = base.get(relative)
+        if origin is not None and _regular(st) and _regular(origin) \
+                and st.st_size == origin.st_size:
+            os.utime(data / relative, ns=(origin.st_atime_ns, origin.st_mtime_ns))
+            aligned += 1
+    marker.write_text("")
+    return aligned
+
+
+def keep_layered(data: Path, good: Path, backup: Path) -> _Mirrored:
+    """Keep the (stopped) data directory: its backup's files by reference, the rest copied."""
+    base = _listing(str(backup))
+    have = _listing(str(data))
+    kept = {rel: "b" if _regular(st) and rel in base and _regular(base[rel])
+            and st.st_size == base[rel].st_size and st.st_mtime_ns == base[rel].st_mtime_ns
+            else "o" for rel, st in have.items()}
+    good.mkdir(exist_ok=True)
+    listing = good.with_name(KEPT_LIST)
+    listing.unlink(missing_ok=True)  # never a list that names files not yet copied
+    done = _sync({rel: (data / rel, st) for rel, st in have.items() if kept[rel] == "o"}, good)
+    partial = listing.with_suffix(".partial")
+    partial.write_text(json.dumps(kept))
+    partial.replace(listing)
+    return done
+
+
+def return_layered(good: Path, data: Path, backup: Path) -> _Mirrored:
+    """Make the (stopped) data directory the kept state again: the files replay changed since,
+    from the kept copies or from the backup."""
+    kept: dict[str, str] = json.loads(good.with_name(KEPT_LIST).read_text())
+    copies, base = _listing(str(good)), _listing(str(backup))
+    want = {}
+    for rel, where in kept.items():
+        origin, listing = (backup, base) if where == "b" else (good, copies)
+        if rel not in listing:
+            raise DrillError(ErrorCode.RECOVERY_FAILED,
+                             f"the kept clean state lacks {rel} (in {origin}): cannot probe "
+                             "backward")
+        want[rel] = (origin / rel, listing[rel])
+    return _sync(want, data)
 
 
 def _full_copy(source: Path, target: Path) -> None:
@@ -456,8 +552,9 @@ class ProbeActivities:
 
     @activity.defn(name="probe_before")
     @activity_boundary
-    def probe_before(self, request: ProbeRequest) -> ProbeResult:
-        """Restart paused at the probe's target, check the stop, run the predicate."""
+    def probe_before(self, request: StepRequest) -> StepResult:
+        """Keep the clean state or return to it when asked, restart paused at the probe's
+        target, check the stop, run the predicate."""
         started = time.perf_counter()
         result, expected_lsn = self._where(request)
         target = result.target
@@ -467,7 +564,11 @@ class ProbeActivities:
         with Heartbeater(ReplayProgress()) as beat:
             result.reattached = self._running_for(server, replay)
             if not result.reattached:
-                stop_for_restart(server, request.database, request.db_user)
+                self._prepare(request, server, result)
+                backup = backup_under(request, request.backup)
+                if request.role == "good_bound" and backup is not None:
+                    align_with_backup(Path(request.sandbox.data_dir), backup,
+                                      Path(request.sandbox.root))
                 fast_restarts(request.sandbox, self._runtime)
                 log_from = server.log_size()
                 self._replay._start(server, replay, target)
@@ -485,22 +586,50 @@ class ProbeActivities:
         result.damaged = predicate_verdict(checked.observed, target.describe())
         result.replay_lsn, result.stop_reason = recovered.replay_lsn, recovered.stop_reason
         result.last_commit_time = recovered.last_commit_time
-        result.seconds = time.perf_counter() - started
+        result.seconds = max(time.perf_counter() - started - result.keep_seconds
+                             - result.state_seconds, 0.0)
         _log.info("probed", position=request.position, target=target.describe(),
-                  damaged=result.damaged, seconds=round(result.seconds, 3))
+                  damaged=result.damaged, seconds=round(result.seconds, 3),
+                  keep_seconds=round(result.keep_seconds, 3),
+                  state_seconds=round(result.state_seconds, 3))
         return result
 
-    def _where(self, request: ProbeRequest) -> tuple[ProbeResult, str | None]:
+    def _prepare(self, request: StepRequest, server: PostgresServer, result: StepResult) -> None:
+        """Stop the server, then keep its clean state or bring the kept one back, as asked,
+        once: a retry whose earlier attempt got this far (the step file names this probe)
+        only starts the server again, so a state already moved on is never kept."""
+        same_boot(request.sandbox)
+        stop_for_restart(server, request.database, request.db_user)
+        marker = Path(request.sandbox.root) / STEP_FILE
+        step = f"{request.role}:{request.position}"
+        try:
+            if marker.read_text() == step:
+                return
+        except OSError:
+            pass
+        backup = backup_under(request, request.backup)
+        if request.keep_first:
+            kept = self._keep(request.sandbox, backup)
+            result.keep_seconds = kept.seconds
+            result.files_copied, result.bytes_copied = kept.files_copied, kept.bytes_copied
+        if request.return_first:
+            returned = self._return(request.sandbox, backup)
+            result.state_seconds = returned.seconds
+            result.files_copied, result.bytes_copied = returned.files_copied, \
+                returned.bytes_copied
+        marker.write_text(step)
+
+    def _where(self, request: ProbeRequest) -> tuple[StepResult, str | None]:
         """The probe's target, which commits it keeps and excludes, and the replay LSN it
         must stop at."""
         if request.target is not None:
-            return ProbeResult(position=request.position, target=request.target, damaged=False,
-                               seconds=0.0), request.expect_replay_lsn
+            return StepResult(position=request.position, target=request.target, damaged=False,
+                              seconds=0.0), request.expect_replay_lsn
         listed = self._candidates(request.sandbox)
         index = listed.candidates[request.position]
         commit = listed.commits[index]
         kept = listed.kept_before(index)
-        return ProbeResult(
+        return StepResult(
             position=request.position, target=probe_target(commit, request.timeline),
             damaged=False, stopped_before=commit.seen(request.zone),
             last_kept=kept.seen(request.zone) if kept else None, commits_kept=index,
@@ -518,52 +647,58 @@ class ProbeActivities:
         except OSError:
             return False
 
-    @activity.defn(name="keep_good_state")
-    @activity_boundary
-    def keep_good_state(self, request: GoodStateRequest) -> GoodStateResult:
-        """Stop the server (at a clean state) and keep a copy of its data directory."""
+    # --- the kept clean state (the server stopped) ---------------------------------------
+
+    def _keep(self, sandbox: Sandbox, backup: Path | None = None) -> GoodStateResult:
+        """Keep the (stopped) data directory: on top of its plain base backup (only what
+        replay changed is copied), else a whole copy the first time, then only the files
+        that changed."""
         started = time.perf_counter()
-        server = server_of(request.sandbox, self._runtime)
-        data, good = Path(request.sandbox.data_dir), Path(request.sandbox.root) / GOOD_STATE_DIR
-        with Heartbeater(GoodStateProgress()):
-            same_boot(request.sandbox)
-            stop_for_restart(server, request.database, request.db_user)
-            if not good.exists():
-                _full_copy(data, good)
-                copied = _Mirrored(files_copied=sum(1 for _ in good.rglob("*")),
-                                   bytes_copied=_tree_bytes(good))
-                full = True
-            else:
-                copied, full = mirror(data, good), False
-        _log.info("clean state kept", full_copy=full, files=copied.files_copied,
-                  bytes=copied.bytes_copied, removed=copied.files_removed,
-                  seconds=round(time.perf_counter() - started, 3))
+        root = Path(sandbox.root)
+        data, good = Path(sandbox.data_dir), root / GOOD_STATE_DIR
+        layered = backup is not None and (root / ALIGNED_FILE).exists()
+        if layered:
+            assert backup is not None
+            copied, full = keep_layered(data, good, backup), False
+        elif not good.exists():
+            _full_copy(data, good)
+            copied = _Mirrored(files_copied=sum(1 for _ in good.rglob("*")),
+                               bytes_copied=_tree_bytes(good))
+            full = True
+        else:
+            (root / KEPT_LIST).unlink(missing_ok=True)  # good/ is a whole copy again
+            copied, full = mirror(data, good), False
+        seconds = time.perf_counter() - started
+        _log.info("clean state kept", full_copy=full, on_backup=layered,
+                  files=copied.files_copied, bytes=copied.bytes_copied,
+                  removed=copied.files_removed, seconds=round(seconds, 3))
         return GoodStateResult(full_copy=full, files_copied=copied.files_copied,
                                bytes_copied=copied.bytes_copied,
-                               files_removed=copied.files_removed,
-                               seconds=time.perf_counter() - started)
+                               files_removed=copied.files_removed, seconds=seconds)
 
-    @activity.defn(name="return_to_good_state")
-    @activity_boundary
-    def return_to_good_state(self, request: GoodStateRequest) -> GoodStateResult:
-        """Stop the server and make its data directory the kept clean state again."""
+    def _return(self, sandbox: Sandbox, backup: Path | None = None) -> GoodStateResult:
+        """Make the (stopped) data directory the kept clean state again."""
         started = time.perf_counter()
-        server = server_of(request.sandbox, self._runtime)
-        good = Path(request.sandbox.root) / GOOD_STATE_DIR
+        root = Path(sandbox.root)
+        good, data = root / GOOD_STATE_DIR, Path(sandbox.data_dir)
         if not good.is_dir():
             raise DrillError(ErrorCode.RECOVERY_FAILED,
                              f"no clean state was kept in {good}: cannot probe backward")
-        with Heartbeater(GoodStateProgress()):
-            same_boot(request.sandbox)
-            stop_for_restart(server, request.database, request.db_user)
-            copied = mirror(good, Path(request.sandbox.data_dir))
+        if (root / KEPT_LIST).exists():
+            if backup is None:
+                raise DrillError(ErrorCode.RECOVERY_FAILED,
+                                 f"the clean state kept in {good} lies on top of the base "
+                                 "backup, which this request does not name")
+            copied = return_layered(good, data, backup)
+        else:
+            copied = mirror(good, data)
+        seconds = time.perf_counter() - started
         _log.info("back to the clean state", files=copied.files_copied,
                   bytes=copied.bytes_copied, removed=copied.files_removed,
-                  seconds=round(time.perf_counter() - started, 3))
+                  seconds=round(seconds, 3))
         return GoodStateResult(full_copy=False, files_copied=copied.files_copied,
                                bytes_copied=copied.bytes_copied,
-                               files_removed=copied.files_removed,
-                               seconds=time.perf_counter() - started)
+                               files_removed=copied.files_removed, seconds=seconds)
 
 
 def _check_stop(target: ResolvedTarget, stop_reason: str | None, replay_lsn: str | None,

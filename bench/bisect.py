@@ -9,15 +9,21 @@ includes its confirming drill. Both run through one embedded Temporal dev server
 in this process, alternating (drill, bisect, drill, bisect, ...) after one warm-up drill that
 builds the WAL index, so both sides find it built.
 
+It prints one row as `make bench` does (bench.stats: medians, ratio, PASS/MISS against the
+goal), where a median bisection spent its time, and writes bench/results/<time>-bisect.json.
+`make bench` runs it after the other figures.
+
 BENCH_BISECT_RUNS (default 3) runs a side; BENCH_BISECT_BASE_MB (default 0) pads the backup
-with that many MB of a table the workload never touches: restore and copies grow with it, the
-probes do not. Everything lives under one directory in /var/tmp, removed at the end.
+with that many MB of a table the workload never touches: both restores grow with it, the
+probes and the kept clean states do not (they read untouched files from the backup).
+Everything lives under one directory in /var/tmp, removed at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import statistics
@@ -26,11 +32,15 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 
 from adapters.pg_runtime import PostgresRuntime, remove_tree
+from bench.run import RESULTS
+from bench.stats import Goal, Row, Sample
+from bench.stats import render as render_rows
 from domain.bisect import BisectReport
 from domain.spec import DrillSpec
 from lab.lab import Lab, Marker
@@ -96,10 +106,6 @@ class Runs:
     reports: list[BisectReport] = field(default_factory=list)
 
 
-def _median(values: list[float]) -> str:
-    return f"{statistics.median(values):6.2f} s [{min(values):.2f}-{max(values):.2f}]"
-
-
 async def measure(data: Haystack, root: Path, runtime: PostgresRuntime, runs: int,
                   say) -> Runs:
     settings = dataclasses.replace(
@@ -134,33 +140,50 @@ async def measure(data: Haystack, root: Path, runtime: PostgresRuntime, runs: in
     return result
 
 
-def render(data: Haystack, runs: Runs) -> str:
-    drill, bisect = statistics.median(runs.drills), statistics.median(runs.bisects)
-    ratio = bisect / drill
+def row(data: Haystack, runs: Runs) -> Row:
+    """The bench row: bisect seconds beside one drill's (medians), the ratio against the goal,
+    and where a median bisection spent its time."""
     report = runs.reports[len(runs.reports) // 2]
     probes = [p for p in report.probes if p.role != "confirm"]
-    stages = report.metrics.stage_seconds
+    probe_s = [p.seconds for p in probes]
+    keep_s = sum(p.keep_seconds for p in probes)
+    return_s = sum(p.state_seconds for p in probes)
     confirm = report.confirmation
     confirm_s = (confirm.finished_at - confirm.started_at).total_seconds() if confirm else 0.0
-    probe_s = [p.seconds for p in probes]
-    state_s = sum(p.state_seconds + p.keep_seconds for p in probes)
-    lines = [
-        f"pitrdrill bench: bisect vs one drill to the same backup; {COMMITS:,} commits after "
-        f"a {data.backup_bytes / 1e6:.0f} MB base backup; {len(runs.drills)} runs a side, "
-        "alternating",
-        f"  one drill (exclusive xid of the damage, no checks)   {_median(runs.drills)}",
-        f"  bisect (default bounds, confirming drill included)   {_median(runs.bisects)}",
-        f"  ratio                                                 {ratio:5.2f}x  "
-        f"(goal <= {GOAL:g}x: {'PASS' if ratio <= GOAL else 'MISS'})",
-        "  one drill, by stage:  " + ", ".join(
-            f"{k} {v:.2f}" for k, v in runs.drill_stages[len(runs.drill_stages) // 2].items()),
-        "  one bisect, by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
-        f"  its probes: {len(probes)} (at most {report.max_probes}) for {report.candidates} "
-        f"candidates, {sum(probe_s):.2f} s in all (median {statistics.median(probe_s):.3f} s "
-        f"each) + {state_s:.2f} s keeping / restoring the clean state; the confirming drill "
-        f"{confirm_s:.2f} s (overlapping the teardown)",
-    ]
-    return "\n".join(lines)
+    stages = report.metrics.stage_seconds
+    drill_stages = runs.drill_stages[len(runs.drill_stages) // 2]
+    return Row(
+        section="B", figure=f"bisect, {COMMITS:,} commits, confirming drill incl.",
+        baseline_name="one drill to the same backup", baseline=Sample(tuple(runs.drills)),
+        candidate=Sample(tuple(runs.bisects)), goal=Goal(f"<= {GOAL:g}x one drill", GOAL, "ratio"),
+        details=[
+            f"backup {data.backup_bytes / 1e6:.0f} MB; {len(runs.drills)} runs a side, "
+            "alternating; the drill recovers to the exclusive xid of the damage, no checks",
+            "one drill, by stage:  " + ", ".join(f"{k} {v:.2f}" for k, v in drill_stages.items()),
+            "one bisect, by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
+            f"its probes: {len(probes)} (at most {report.max_probes}) for {report.candidates} "
+            f"candidates: {sum(probe_s):.2f} s restarting, replaying and judging (median "
+            f"{statistics.median(probe_s):.3f} s each), {keep_s:.2f} s keeping clean states, "
+            f"{return_s:.2f} s returning to them; the confirming drill {confirm_s:.2f} s",
+            "each probe: " + " ".join(
+                f"{p.number}:{p.start[0]}{'D' if p.damaged else 'c'}"
+                f"{p.seconds + p.state_seconds + p.keep_seconds:.2f}" for p in probes)
+            + "  (r restore, f forward, g from the kept state; D damaged, c clean; seconds "
+              "with its keep and return)",
+        ],
+        runs={"drill": runs.drill_stages,
+              "bisect": [dict(r.metrics.stage_seconds) for r in runs.reports]},
+    )
+
+
+def render(data: Haystack, runs: Runs) -> tuple[Row, str]:
+    measured = row(data, runs)
+    ratio = f"ratio {measured.ratio:.2f}" if measured.ratio is not None else "no ratio"
+    goal = f"  {measured.verdict:4} B   bisect among {COMMITS:,} commits  {ratio}  " \
+           f"(goal {measured.goal.text})" if measured.goal else ""
+    return measured, "\n".join([
+        "pitrdrill bench: bisect beside one drill to the same backup; ratio = bisect time / "
+        "drill time", "", render_rows([measured]), "", "goals:", goal])
 
 
 def main() -> int:
@@ -180,9 +203,16 @@ def main() -> int:
             say(f"building the {COMMITS:,}-commit lab" + (f" (+{pad_mb} MB)" if pad_mb else ""))
             data = build(lab, pad_mb)
             result = asyncio.run(measure(data, root, runtime, runs, say))
-        print(render(data, result))
+        measured, text = render(data, result)
+        print(text)
     finally:
         remove_tree(root)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}-bisect.json"
+    out.write_text(json.dumps({"runs": runs, "base_pad_mb": pad_mb, "row": measured.as_json(),
+                               "table": text}, indent=2, default=str))
+    print(f"written: {out}")
     return 0
 
 

@@ -157,8 +157,6 @@ def build_workers(client: Client, settings: WorkerSettings) -> list[Worker]:
             PromotionActivities(runtime, sources).promote,
             probes.list_candidates,
             probes.probe_before,
-            probes.keep_good_state,
-            probes.return_to_good_state,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -7,14 +7,17 @@ false → report.
 
 The probes share one sandbox: the good bound first (from the restored backup), then the bad
 bound (forward), then a binary search (domain.bisect.Search). A forward probe restarts the
-paused server at its new target; a backward one starts from the copy of the last clean state,
-kept after each clean probe. Refusals (the predicate true at the good bound, false at the bad
-one) come after both bounds are seen, with both observations. A cancel tears the sandbox down
-(and cancels the confirming drill, which tears its own down) and ends the bisection
-cancelled, as a drill does.
+paused server at its new target; a backward one starts from the last clean state, which the
+probe after a clean one keeps first (activities/probe.py), in the same activity. Without
+--relation the candidates are listed while the backup is restored. Refusals (the predicate
+true at the good bound, false at the bad one) come after both bounds are seen, with both
+observations. A cancel tears the sandbox down (and cancels the confirming drill, which tears
+its own down) and ends the bisection cancelled, as a drill does.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
@@ -25,13 +28,13 @@ with workflow.unsafe.imports_passed_through():
         BisectPlan,
         BisectPlanRequest,
         CandidatesRequest,
-        GoodStateRequest,
+        CandidatesResult,
         PlanRequest,
-        ProbeRequest,
-        ProbeResult,
         ResolveTargetRequest,
         Sandbox,
         SandboxRequest,
+        StepRequest,
+        StepResult,
     )
     from activities.probe import ProbeActivities
     from activities.targets import TargetActivities
@@ -152,10 +155,19 @@ class BisectWorkflow:
         try:
             sandbox = await path.provision(SandboxRequest(drill_id=path.report.drill_id))
             stage = Stage.RESTORE
-            await path.restore(sandbox)
+            listing = None
+            if request.relation is None:
+                # The candidates need no server: listed while the backup is restored.
+                listing = asyncio.ensure_future(self._list(path, request, planned, sandbox))
+            try:
+                await path.restore(sandbox)
+            finally:
+                if listing is not None and not listing.done():
+                    await asyncio.wait([listing])
             stage = Stage.REPLAY
             async with path.stage(Stage.REPLAY):
-                failure = await self._bisect(path, request, planned, sandbox)
+                failure = await self._bisect(path, request, planned, sandbox,
+                                             listing.result() if listing else None)
             if failure is not None or path.report.errors:
                 return failure, None
             return None, await self._start_confirming(path, request)
@@ -166,15 +178,10 @@ class BisectWorkflow:
             if sandbox is not None:
                 await path.teardown(sandbox)
 
-    async def _bisect(self, path: RecoveryPath, request: BisectRequest, planned: BisectPlan,
-                      sandbox: Sandbox) -> ErrorEntry | None:
-        report: BisectReport = path.report  # type: ignore[assignment]
-        spec = path.spec
-        began = workflow.now()
-        probe = _Prober(path, request, sandbox, report.zone)
-        good = await probe(1, "good_bound", 0, "restore", planned.good.target,
-                           planned.good.replay_lsn)
-        listed = await workflow.execute_activity_method(
+    async def _list(self, path: RecoveryPath, request: BisectRequest, planned: BisectPlan,
+                    sandbox: Sandbox) -> CandidatesResult:
+        spec, report = path.spec, path.report
+        return await workflow.execute_activity_method(
             ProbeActivities.list_candidates,
             CandidatesRequest(sandbox=sandbox, source=spec.source, backup=report.base_backup,
                               timeline=planned.bad.target.timeline,
@@ -182,34 +189,39 @@ class BisectWorkflow:
                               bad_stop_lsn=planned.bad.replay_lsn, relation=request.relation,
                               database=spec.database, db_user=spec.db_user, zone=report.zone),
             **path.on_host(sandbox, options.LIST_BISECT_CANDIDATES))
+
+    async def _bisect(self, path: RecoveryPath, request: BisectRequest, planned: BisectPlan,
+                      sandbox: Sandbox, listed: CandidatesResult | None) -> ErrorEntry | None:
+        """The bounds, then the search. A clean probe's state is kept by the next probe (always
+        forward) before it moves on; a probe behind the server starts from that kept state."""
+        report: BisectReport = path.report  # type: ignore[assignment]
+        began = workflow.now()
+        probe = _Prober(path, request, sandbox, report.zone)
+        good = await probe(1, "good_bound", 0, "restore", planned.good.target,
+                           planned.good.replay_lsn)
+        if listed is None:  # with --relation: looked up in the sandbox, paused at the good bound
+            listed = await self._list(path, request, planned, sandbox)
         search = self._search = Search.over(listed.candidates)
         report.candidates, report.relation = listed.candidates, listed.relation
         report.max_probes = max_probes(listed.candidates)
         good.stopped_before, good.last_kept = listed.first, planned.last_good_bound_commit
         good.commits_kept = 0
         search.record(good)
-        if not good.damaged:
-            good.keep_seconds = await probe.keep()
         bad = await probe(2, "bad_bound", listed.candidates, "forward", planned.bad.target,
-                          planned.bad.replay_lsn)
+                          planned.bad.replay_lsn, after=good)
         bad.last_kept, bad.commits_kept = listed.last, listed.commits
         search.record(bad)
         report.probes = search.probes
         if (refused := bounds_refusal(good, bad)) is not None:
             return ErrorEntry.from_error(refused)
-        here = listed.candidates
+        here, last = listed.candidates, bad
         while (position := search.next_position()) is not None:
-            start: StartFrom = "forward"
-            state_seconds = 0.0
-            if position < here:  # behind the server: from the last clean state kept
-                state_seconds, start = await probe.return_to_good(), "good_state"
-            observed = await probe(search.next_number(), "search", position, start)
-            observed.state_seconds = state_seconds
-            here = position
+            # Behind the server: from the last clean state kept.
+            start: StartFrom = "good_state" if position < here else "forward"
+            observed = await probe(search.next_number(), "search", position, start, after=last)
+            here, last = position, observed
             if (problem := search.record(observed)) is not None:
                 return ErrorEntry.from_error(problem)
-            if not observed.damaged and not search.done:
-                observed.keep_seconds = await probe.keep()
         finding = report.finding = conclude(search, planned.bad.target.timeline)
         damaged = search.at(search.hi)
         clean = search.at(search.lo)
@@ -271,7 +283,9 @@ class BisectWorkflow:
 
 
 class _Prober:
-    """The probe, keep and return activities of one sandbox, each timed into the report."""
+    """One probe activity per probe, timed into the report: the keep of the state the server
+    stands at (when the probe before was clean) or the return to the kept clean state (when
+    this one lies behind the server) happens in it first."""
 
     def __init__(self, path: RecoveryPath, request: BisectRequest, sandbox: Sandbox,
                  zone: str | None) -> None:
@@ -280,32 +294,25 @@ class _Prober:
         self._common = dict(sandbox=sandbox, source=spec.source, database=spec.database,
                             db_user=spec.db_user, predicate=request.bad_when, zone=zone,
                             timeline=path.report.target.timeline if path.report.target
-                            else "latest")
-        self._state = GoodStateRequest(sandbox=sandbox, database=spec.database,
-                                       db_user=spec.db_user)
+                            else "latest", backup=path.report.base_backup)
 
     async def __call__(self, number: int, role: str, position: int, start: StartFrom,
-                       target=None, expect_replay_lsn: str | None = None) -> Probe:
+                       target=None, expect_replay_lsn: str | None = None,
+                       after: Probe | None = None) -> Probe:
+        """`after`: the probe the server stands at (None: the restored backup)."""
         self._path.set_status(f"bisect probe {number}")
-        result: ProbeResult = await workflow.execute_activity_method(
+        keep = after is not None and not after.damaged and start == "forward"
+        result: StepResult = await workflow.execute_activity_method(
             ProbeActivities.probe_before,
-            ProbeRequest(role=role, position=position, target=target,
-                         expect_replay_lsn=expect_replay_lsn, **self._common),
+            StepRequest(role=role, position=position, target=target,
+                        expect_replay_lsn=expect_replay_lsn, keep_first=keep,
+                        return_first=start == "good_state", **self._common),
             **self._path.on_host(self._sandbox, options.PROBE_BEFORE))
+        if keep and after is not None:
+            after.keep_seconds = round(result.keep_seconds, 3)
         return Probe(number=number, role=role, position=position, target=result.target,
                      damaged=result.damaged, stopped_before=result.stopped_before,
                      last_kept=result.last_kept, commits_kept=result.commits_kept, start=start,
                      replay_lsn=result.replay_lsn, stop_reason=result.stop_reason,
-                     seconds=round(result.seconds, 3))
-
-    async def keep(self) -> float:
-        kept = await workflow.execute_activity_method(
-            ProbeActivities.keep_good_state, self._state,
-            **self._path.on_host(self._sandbox, options.KEEP_GOOD_STATE))
-        return round(kept.seconds, 3)
-
-    async def return_to_good(self) -> float:
-        returned = await workflow.execute_activity_method(
-            ProbeActivities.return_to_good_state, self._state,
-            **self._path.on_host(self._sandbox, options.RETURN_TO_GOOD_STATE))
-        return round(returned.seconds, 3)
+                     seconds=round(result.seconds, 3),
+                     state_seconds=round(result.state_seconds, 3))

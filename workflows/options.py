@@ -64,8 +64,3 @@ LIST_BISECT_CANDIDATES = dict(start_to_close_timeout=timedelta(hours=2),
                               cancellation_type=WAIT_FOR_CANCEL)
 PROBE_BEFORE = dict(start_to_close_timeout=timedelta(hours=12), heartbeat_timeout=HEARTBEAT,
                     retry_policy=IO, cancellation_type=WAIT_FOR_CANCEL)
-KEEP_GOOD_STATE = dict(start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=HEARTBEAT,
-                       retry_policy=IO, cancellation_type=WAIT_FOR_CANCEL)
-RETURN_TO_GOOD_STATE = dict(start_to_close_timeout=timedelta(hours=6),
-                            heartbeat_timeout=HEARTBEAT, retry_policy=IO,
-                            cancellation_type=WAIT_FOR_CANCEL)

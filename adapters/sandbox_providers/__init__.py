@@ -207,6 +207,10 @@ def _cannot_preload(data_dir: Path) -> bool:
     for name in _RESTORED_CONFIG:
         try:
             text = (data_dir / name).read_text(errors="replace").lower()
+            # Only what precedes a '#': a comment sets nothing (initdb's postgresql.conf
+            # names every setting in one), and a setting's name comes before any '#' of its
+            # line (inside a quoted value or not).
+            text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
         except FileNotFoundError:
             continue
         except OSError:

@@ -22,7 +22,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.probe import mirror
+from activities.probe import align_with_backup, keep_layered, mirror, return_layered
 from adapters.investigation import (
     InvestigateRequest,
     Investigator,
@@ -255,6 +255,51 @@ def test_mirror_copies_only_what_changed_and_removes_what_is_gone(tmp_path):
     (target / "base" / "1" / "1259").write_bytes(b"diff")
     assert mirror(source, target).files_copied == 1
     assert (target / "base" / "1" / "1259").read_bytes() == b"same"
+
+
+def test_the_kept_state_reads_what_replay_never_changed_from_the_backup(tmp_path):
+    """Only the files replay changed are copied when a clean state is kept; going back takes
+    the rest from the base backup, which is never written (nor linked to)."""
+    backup, data, good = tmp_path / "backup", tmp_path / "sandbox" / "data", \
+        tmp_path / "sandbox" / "good"
+    files = {"backup_label": b"START WAL LOCATION: 0/2000028", "base/1/16384": b"A" * 8192,
+             "base/1/1259": b"cat", "global/pg_control": b"ctl0",
+             "pg_wal/000000010000000000000002": b"w" * 16}
+    long_ago = time.time_ns() - 3600 * 10**9
+    for name, content in files.items():
+        (backup / name).parent.mkdir(parents=True, exist_ok=True)
+        (backup / name).write_bytes(content)
+        os.utime(backup / name, ns=(long_ago, long_ago))
+    for name, content in files.items():  # the restore: the same bytes, new mtimes
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    (data / "recovery.signal").write_bytes(b"")
+    assert align_with_backup(data, backup, data.parent) == 4  # the segment is the archive's
+    assert align_with_backup(data, backup, data.parent) == 0  # once, before the first start
+    # The server's first run: a page written in place, the label renamed, pg_control new.
+    with open(data / "base/1/16384", "r+b") as page:
+        page.write(b"B" * 8192)
+    (data / "backup_label").rename(data / "backup_label.old")
+    (data / "global/pg_control").write_bytes(b"ctl1")
+    kept = keep_layered(data, good, backup)
+    assert not (good / "base/1/1259").exists()  # read from the backup when going back
+    assert (good / "base/1/16384").read_bytes() == b"B" * 8192
+    assert kept.files_copied == 4  # 16384, backup_label.old, pg_control, recovery.signal
+    # Replay moves on: more pages, a new relation, a file gone.
+    (data / "base/1/16384").write_bytes(b"C" * 8192)
+    (data / "base/1/1259").write_bytes(b"dog")
+    (data / "base/1/99999").write_bytes(b"new")
+    (data / "recovery.signal").unlink()
+    returned = return_layered(good, data, backup)
+    assert (data / "base/1/16384").read_bytes() == b"B" * 8192
+    assert (data / "base/1/1259").read_bytes() == b"cat"
+    assert (data / "recovery.signal").exists() and not (data / "base/1/99999").exists()
+    assert not (data / "backup_label").exists() and (data / "backup_label.old").exists()
+    assert (returned.files_copied, returned.files_removed) == (3, 1)
+    assert (data / "base/1/1259").stat().st_ino != (backup / "base/1/1259").stat().st_ino
+    assert all((backup / name).read_bytes() == content for name, content in files.items())
+    # Back again with nothing changed: nothing copied.
+    assert return_layered(good, data, backup).files_copied == 0
 
 
 @pytest.fixture(scope="module")
