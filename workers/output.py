@@ -56,6 +56,14 @@ def plan_text(target: ResolvedTarget, planned) -> str:
     return "\n".join(lines)
 
 
+def span(seconds: float) -> str:
+    """A length of history in the unit that reads best: 3.9 s, 12.5 min, 26.0 h, 30.0 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 

@@ -44,3 +44,8 @@ def test_the_warm_stage_says_what_it_loaded_and_how():
         bytes_warmed=43_008_000, seconds=0.05)
     assert "  warmed        43.0 MB in 0.050s: public.orders (pg_prewarm), " \
            "public.orders_pkey (pg_prewarm)" in output.summary(report)
+
+
+def test_a_span_of_history_reads_in_its_own_unit():
+    assert [output.span(s) for s in (3.908, 125, 7200, 30 * 86400)] == [
+        "3.9 s", "2.1 min", "2.0 h", "30.0 d"]

@@ -98,8 +98,8 @@ def summary_text(result: LedgerSummary) -> str:
                          f"{d.worst_transactions_given_up} transactions")
         if d.window and d.window.share is not None:
             w = d.window
-            lines.append(f"    window proven {w.share:.1%}: {w.proven_seconds / 3600:.2f} h of "
-                         f"{w.window_seconds / 3600:.2f} h ({format_utc(w.earliest)} .. "
+            lines.append(f"    window proven {w.share:.1%}: {output.span(w.proven_seconds)} of "
+                         f"{output.span(w.window_seconds)} ({format_utc(w.earliest)} .. "
                          f"{format_utc(w.latest)})")
     return "\n".join(lines)
 
