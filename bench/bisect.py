@@ -110,7 +110,8 @@ async def measure(data: Haystack, root: Path, runtime: PostgresRuntime, runs: in
                   say) -> Runs:
     settings = dataclasses.replace(
         WorkerSettings.from_env(), task_queue="pitrdrill-bench-bisect", runtime=runtime,
-        sandbox_root=root / "sandboxes", index_path=root / "wal-index.sqlite")
+        sandbox_root=root / "sandboxes", index_path=root / "wal-index.sqlite",
+        ledger=str(root / "ledger.sqlite"))
     drill_spec = data.spec({"xid": data.damage.xid, "inclusive": False, "action": "pause"})
     request = bisect_request(data.spec({"latest": True}), PREDICATE)
     result = Runs()

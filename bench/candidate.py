@@ -38,11 +38,13 @@ class Pitrdrill:
         self._runtime = runtime
         self._root = root
         self._timeout_s = timeout_s
-        # Sandboxes and the WAL index cache live under the bench root: removed with it, and
-        # the first drill meets an empty index, as on a new worker.
+        # Sandboxes, the WAL index cache and the ledger live under the bench root: removed
+        # with it (a bench drill is no drill of the host's), and the first drill meets an
+        # empty index, as on a new worker.
         self.settings = dataclasses.replace(
             WorkerSettings.from_env(), task_queue="pitrdrill-bench", runtime=runtime,
             sandbox_root=root / "sandboxes", index_path=root / "wal-index.sqlite",
+            ledger=str(root / "ledger.sqlite"),
         )
         self._sources = build_sources(self.settings)  # the adapters the worker uses
         self._stack = AsyncExitStack()

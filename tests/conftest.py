@@ -6,6 +6,7 @@ LSNs and commit times at any target.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -41,6 +42,20 @@ class Scenario:
             "base_backups": str(self.lab.base_backups),
             "wal_archive": str(self.lab.wal_archive),
         }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_ledger(work_root: Path):
+    """Test drills go to a ledger of the test session, never the host's: worker processes
+    and CLI runs inherit PITRDRILL_LEDGER; in-process workers are given it."""
+    ledger = str(work_root / "ledger.sqlite")
+    previous = os.environ.get("PITRDRILL_LEDGER")
+    os.environ["PITRDRILL_LEDGER"] = ledger
+    yield ledger
+    if previous is None:
+        os.environ.pop("PITRDRILL_LEDGER", None)
+    else:
+        os.environ["PITRDRILL_LEDGER"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import uuid
 from datetime import timedelta
@@ -67,7 +68,8 @@ class RepositoryCopy:
         runtime.give(root, recursive=True)
         self.source = PgBackRestSource(stanza=stanza.source.stanza, repo_path=str(root))
         self.settings = WorkerSettings(runtime=runtime, index_path=root.parent / f"{root.name}.sqlite",
-                                       sandbox_root=root.parent / f"{root.name}-sandboxes")
+                                       sandbox_root=root.parent / f"{root.name}-sandboxes",
+                                       ledger=os.environ["PITRDRILL_LEDGER"])
         self.sources = build_sources(self.settings)
         self.backups = self.sources.adapter(self.source).backups(self.source)
         # Stops before the last batch's commit: recovery must read that record to stop there.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -54,7 +55,7 @@ async def ui_worker(ui_server: TemporalServer, sandbox_root: Path, runtime):
     client = await connect(ui_server.address)
     settings = WorkerSettings(task_queue=TASK_QUEUE, sandbox_root=sandbox_root,
                               index_path=sandbox_root.parent / "wal-index.sqlite",
-                              runtime=runtime)
+                              runtime=runtime, ledger=os.environ["PITRDRILL_LEDGER"])
     async with running_workers(client, settings):
         yield client
 
