@@ -181,17 +181,24 @@ class PgBackRest:
             files=files, bytes_restored=size, seconds=time.perf_counter() - started
         )
 
-    def archive_get_command(self, source: PgBackRestSource, data_dir: Path) -> str:
-        """The sandbox's restore_command: fetch one file from the repository, write nothing else.
+    def archive_get_command(self, source: PgBackRestSource, data_dir: Path,
+                            spool: Path | None = None) -> str:
+        """The sandbox's restore_command: fetch from the repository, write nothing outside the
+        sandbox.
 
         archive-get reads the restored pg_control (hence pg1-path) to pick the archive of this
-        cluster. Asynchronous archive-get would spool ahead into a spool path: forced off.
-        A missing file exits non-zero, which is how PostgreSQL learns the archive ended.
+        cluster. With `spool` (a directory of the sandbox), pgBackRest's asynchronous
+        archive-get fetches and decompresses the next segments ahead, in parallel, into it,
+        its locks beside them; without, one segment per call (the host's settings never
+        apply: see repository_options). A missing file exits non-zero, which is how PostgreSQL
+        learns the archive ended.
         """
-        args = [
-            self._runner.binary, *repository_options(source),
-            f"--pg1-path={data_dir}", "--no-archive-async",
-        ]
+        args = [self._runner.binary, *repository_options(source), f"--pg1-path={data_dir}"]
+        if spool is None:
+            args.append("--no-archive-async")
+        else:
+            args += ["--archive-async", f"--spool-path={spool}", f"--lock-path={spool / 'lock'}",
+                     f"--process-max={self._process_max}"]
         return server_command(args) + ' archive-get %f "%p"'
 
     def verify(self, source: PgBackRestSource) -> Verification:

@@ -13,6 +13,10 @@ from domain.sandbox import Sandbox
 from domain.spec import PgBackRestSource
 
 
+# Where a drill's asynchronous archive-get spools WAL ahead: inside the sandbox, removed with it.
+SPOOL = "pgbackrest-spool"
+
+
 class PgBackRestBackups:
     """The source adapter: the same shape as FilesystemBackups, everything through pgbackrest."""
 
@@ -32,12 +36,16 @@ class PgBackRestBackups:
         return self._pgbackrest.restore(source, backup, Path(sandbox.data_dir), Path(sandbox.root))
 
     def restore_command(self, source: PgBackRestSource, sandbox: Sandbox) -> str:
-        # Repository, config and data directory where the sandbox server sees them.
+        # Repository, config and data directory where the sandbox server sees them. A drill
+        # fetches WAL ahead into its own spool (a disposable copy may); a recovery fetches
+        # each segment as PostgreSQL asks, pgBackRest's default.
         seen = source.model_copy(update={
             "repo_path": sandbox.server_path(source.repo_path),
             "config": sandbox.server_path(source.config) if source.config else None})
+        spool = Path(sandbox.server_path(str(Path(sandbox.root) / SPOOL))) \
+            if sandbox.purpose == "drill" else None
         return self._pgbackrest.archive_get_command(
-            seen, Path(sandbox.server_path(sandbox.data_dir)))
+            seen, Path(sandbox.server_path(sandbox.data_dir)), spool)
 
     def verify(self, source: PgBackRestSource, backup: BaseBackup) -> DrillError | None:
         verdict = next((v for v in self._pgbackrest.verify(source).backups

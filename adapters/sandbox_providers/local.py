@@ -25,10 +25,12 @@ says which properties are therefore not enforced.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pwd
 import shlex
+import signal
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,7 +41,7 @@ import structlog
 from adapters.os_user import as_server_user
 from adapters.pg_runtime import PostgresRuntime
 from adapters.pg_server import PostgresServer
-from adapters.processes import command_line, is_alive
+from adapters.processes import command_line, is_alive, live_processes
 from adapters.sandbox_providers import (
     RECORD,
     HeldSandbox,
@@ -288,7 +290,9 @@ class LocalProvider:
                            log_file=Path(sandbox.log_file), sandbox=sandbox)
 
     def teardown(self, sandbox: Sandbox) -> int | None:
-        return stop_for_teardown(self.server(sandbox), f"the sandbox server of {sandbox.root}")
+        pid = stop_for_teardown(self.server(sandbox), f"the sandbox server of {sandbox.root}")
+        _stop_stragglers(sandbox)
+        return pid
 
     def held(self) -> list[HeldSandbox]:
         """Every directory under the sandbox root (local and docker sandboxes alike: both
@@ -337,6 +341,18 @@ class LocalProvider:
 # What a provision cut short can have made before its record: a directory holding anything
 # else is not a sandbox (the sandbox root may be shared), and the reaper leaves it alone.
 _PROVISION_MAKES = {"data", "socket", "pg_hba.conf", "pg_ident.conf", f".{RECORD}.partial"}
+
+
+def _stop_stragglers(sandbox: Sandbox) -> None:
+    """Kill what the server started that outlives it, e.g. pgBackRest's asynchronous
+    archive-get filling its queue: anything whose command line names a path in the sandbox
+    (a container's processes go with the container)."""
+    inside = (sandbox.root.rstrip("/") + "/").encode()
+    for pid in live_processes(
+            lambda state: any(inside in arg for arg in command_line(state.pid))):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            _log.info("sandbox straggler killed", pid=pid, sandbox=sandbox.root)
 
 
 def _cut_short(path: Path) -> bool:

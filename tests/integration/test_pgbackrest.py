@@ -278,3 +278,27 @@ def test_unknown_stanza_and_backup_are_typed_errors(
     with pytest.raises(DrillError) as restored:
         adapter.restore(stanza.source, backup, server.data_dir, sandbox)
     assert restored.value.code == ErrorCode.RESTORE_FAILED
+
+
+def test_a_drills_archive_get_spools_ahead_inside_its_own_directory(
+    stanza: Stanza, adapter: PgBackRest, runtime: PostgresRuntime
+) -> None:
+    """Asynchronous archive-get (drills only): the segment asked for arrives whole, the next
+    ones are fetched ahead into the given spool, and the repository is untouched."""
+    backup = adapter.list_backups(stanza.source)[0]
+    spool = runtime.make_private_dir(stanza.root / "spool")
+    data_dir = stanza.lab.primary.data_dir
+    command = adapter.archive_get_command(stanza.source, data_dir, spool)
+    assert "--archive-async" in command and "--no-archive-async" not in command
+    repo_before = _repository_digest(Path(stanza.source.repo_path))
+    fetched = stanza.root / "async-segment"
+    assert _as_server_user(runtime, _expanded(command, backup.wal_start, str(fetched)),
+                           data_dir) == 0
+    assert fetched.stat().st_size == WAL_SEGMENT_BYTES
+    queue = spool / "archive" / stanza.source.stanza / "in"
+    deadline = time.monotonic() + 30
+    while not any(queue.glob("0000*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the background process fills the queue after answering
+    assert any(queue.glob("0000*")), list(spool.rglob("*"))
+    assert _repository_digest(Path(stanza.source.repo_path)) == repo_before
+    fetched.unlink()
