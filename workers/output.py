@@ -26,7 +26,8 @@ def target_text(target: ResolvedTarget, settings_text: str) -> str:
     return "\n".join(lines)
 
 
-def _commit(ref) -> str:
+def commit_text(ref) -> str:
+    """A commit as every report names it: xid, LSN, UTC time."""
     return "none" if ref is None else f"xid {ref.xid} at {ref.lsn}, {format_utc(ref.commit_time)}"
 
 
@@ -36,8 +37,8 @@ def plan_text(target: ResolvedTarget, planned) -> str:
              f"base backup    {plan.backup.id} (WAL {plan.backup.start_lsn} .. "
              f"{plan.backup.stop_lsn}, {plan.backup.size_bytes / 1e6:.1f} MB)"]
     lines += [f"  skipped      {s.backup_id}: {s.code}" for s in plan.skipped]
-    lines += [f"last kept      {_commit(predicted.last_kept)}",
-              f"first dropped  {_commit(predicted.first_dropped)}",
+    lines += [f"last kept      {commit_text(predicted.last_kept)}",
+              f"first dropped  {commit_text(predicted.first_dropped)}",
               f"stops at       {predicted.replay_lsn or 'end of archive'} ({predicted.reason})"]
     if predicted.tie:
         lines.append(f"TIE            {predicted.tie.advice}")
@@ -47,10 +48,10 @@ def plan_text(target: ResolvedTarget, planned) -> str:
     if plan.window:
         earliest = format_utc(plan.window.earliest_time) if plan.window.earliest_time else "?"
         lines.append(f"restorable     from {plan.window.earliest_lsn} ({earliest}) to "
-                     f"{_commit(plan.window.latest)}")
+                     f"{commit_text(plan.window.latest)}")
     replay = "?" if plan.replay_bytes is None else f"{plan.replay_bytes / 1e6:.1f} MB"
     lines.append(f"work           restore {plan.restore_bytes / 1e6:.1f} MB, replay {replay}; "
-                 f"estimated {_seconds(plan.estimate_seconds)}")
+                 f"estimated {seconds_text(plan.estimate_seconds)}")
     lines.append(f"WAL index      {planned.index.segments} segments, "
                  f"{planned.index.segments_indexed} newly indexed in {planned.index.seconds:.2f}s")
     return "\n".join(lines)
@@ -64,7 +65,7 @@ def span(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
 
@@ -114,9 +115,9 @@ def summary(report: DrillReport) -> str:
                          f"asked for {fallback.requested.describe()}")
             if fallback.transactions_given_up is not None:
                 lines.append(f"                gives up {fallback.transactions_given_up} "
-                             f"transactions, {_seconds(fallback.seconds_given_up)}")
-        lines.append(f"  predicted     last kept {_commit(plan.predicted.last_kept)}")
-        lines.append(f"                first dropped {_commit(plan.predicted.first_dropped)}")
+                             f"transactions, {seconds_text(fallback.seconds_given_up)}")
+        lines.append(f"  predicted     last kept {commit_text(plan.predicted.last_kept)}")
+        lines.append(f"                first dropped {commit_text(plan.predicted.first_dropped)}")
     if report.recovered:
         recovered = report.recovered
         last = format_utc(recovered.last_commit_time) if recovered.last_commit_time else "none"
@@ -141,10 +142,10 @@ def summary(report: DrillReport) -> str:
     if report.warm is not None:
         warmed = ", ".join(f"{r.name} ({r.method})" for r in report.warm.relations)
         lines.append(f"  warmed        {report.warm.bytes_warmed / 1e6:.1f} MB in "
-                     f"{_seconds(report.warm.seconds)}: {warmed or 'nothing'}")
+                     f"{seconds_text(report.warm.seconds)}: {warmed or 'nothing'}")
     if m.time_to_verify_seconds is not None:
-        lines.append(f"  time to verify {_seconds(m.time_to_verify_seconds)}; data given up "
-                     f"before the target {_seconds(m.data_lost_seconds)}")
+        lines.append(f"  time to verify {seconds_text(m.time_to_verify_seconds)}; data given up "
+                     f"before the target {seconds_text(m.data_lost_seconds)}")
     if isinstance(report, RecoveryReport):
         lines.extend(_recovery_lines(report))
     lines.extend("  " + error_text(error).replace("\n", "\n  ") for error in report.errors)

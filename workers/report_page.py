@@ -13,6 +13,7 @@ from jinja2 import Environment, StrictUndefined
 from domain.recovery import RecoveryReport
 from domain.report import DrillReport
 from domain.targets import format_utc
+from workers.output import commit_text
 
 # Room left of the bars for stage names, right of them for the last bar's seconds.
 _LABEL_W, _CHART_W, _RIGHT_W, _ROW_H, _AXIS_H = 150, 640, 90, 24, 28
@@ -67,10 +68,6 @@ def _number(value, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 
 
-def _commit(ref) -> str:
-    return "none" if ref is None else f"xid {ref.xid} at {ref.lsn}, {format_utc(ref.commit_time)}"
-
-
 def facts(report: DrillReport) -> list[tuple[str, str]]:
     """The report's headline facts, in the order both renderings show them."""
     m, plan, recovered = report.metrics, report.plan, report.recovered
@@ -86,8 +83,8 @@ def facts(report: DrillReport) -> list[tuple[str, str]]:
                                     f"{b.size_bytes / 1e6:.1f} MB)"))
     if plan:
         rows += [("predicted stop", plan.predicted.replay_lsn or "end of archive"),
-                 ("predicted last kept", _commit(plan.predicted.last_kept)),
-                 ("predicted first dropped", _commit(plan.predicted.first_dropped))]
+                 ("predicted last kept", commit_text(plan.predicted.last_kept)),
+                 ("predicted first dropped", commit_text(plan.predicted.first_dropped))]
     if recovered:
         held = {True: "held", False: "MISSED", None: "-"}[recovered.matches_prediction]
         rows += [("actual stop", recovered.replay_lsn or "-"),

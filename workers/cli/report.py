@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from workers.worker import WorkerSettings
 
 
 def _ledger(args: argparse.Namespace) -> Ledger:
-    return open_ledger(args.ledger or os.environ.get("PITRDRILL_LEDGER", WorkerSettings.ledger))
+    return open_ledger(args.ledger or WorkerSettings.from_env().ledger)
 
 
 def _query(args: argparse.Namespace, now: datetime) -> LedgerQuery:
@@ -68,18 +67,14 @@ async def summary_(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}s"
-
-
 def listing_text(listings: list[LedgerListing]) -> str:
     if not listings:
         return "no drills in the ledger for that query"
     rows = [f"{'FINISHED':<29} {'DRILL':<44} {'KIND':<8} {'DATABASE':<12} {'STATUS':<9} "
             f"{'VERIFY':>9} {'GIVEN UP':>10}"]
     rows += [f"{format_utc(x.finished_at):<29} {x.drill_id:<44} {x.kind:<8} {x.database:<12} "
-             f"{x.status:<9} {_seconds(x.time_to_verify_seconds):>9} "
-             f"{_seconds(x.data_given_up_seconds):>10}" for x in listings]
+             f"{x.status:<9} {output.seconds_text(x.time_to_verify_seconds):>9} "
+             f"{output.seconds_text(x.data_given_up_seconds):>10}" for x in listings]
     return "\n".join(rows)
 
 
@@ -90,8 +85,9 @@ def summary_text(result: LedgerSummary) -> str:
         rate = "-" if d.pass_rate is None else f"{d.pass_rate:.0%}"
         lines += [f"  {d.database}: drills {d.drills}, recoveries {d.recoveries}, "
                   f"passed {d.passed} ({rate})",
-                  f"    median time to verify {_seconds(d.median_time_to_verify_seconds)}; "
-                  f"worst data given up {_seconds(d.worst_data_given_up_seconds)}"
+                  "    median time to verify "
+                  f"{output.seconds_text(d.median_time_to_verify_seconds)}; worst data given up "
+                  f"{output.seconds_text(d.worst_data_given_up_seconds)}"
                   + (f" ({d.worst_data_given_up_by})" if d.worst_data_given_up_by else "")]
         if d.fallbacks:
             lines.append(f"    {d.fallbacks} fell back; worst gave up at least "
