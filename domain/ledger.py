@@ -11,9 +11,8 @@ plan in the period saw, divided by that window's length.
 
 from __future__ import annotations
 
-import re
 import statistics
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, SerializeAsAny, model_validator
@@ -21,12 +20,11 @@ from pydantic import BaseModel, SerializeAsAny, model_validator
 from domain.errors import DrillError, ErrorCode
 from domain.recovery import RecoveryReport
 from domain.report import DrillReport
+from domain.synthetic import parse_duration
 
 LedgerKind = Literal["drill", "recovery"]
 # A recovery passed once verified, whether a human then promoted it or left it paused.
 PASSED = frozenset({"verified", "promoted", "paused"})
-_SPAN = re.compile(r"^(\d+)([smhdw])$")
-_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def report_of_kind(kind: str, report: Any) -> DrillReport:
@@ -140,11 +138,13 @@ def utc(moment: datetime) -> datetime:
 
 
 def since_instant(text: str, now: datetime) -> datetime:
-    """`--since`: a span back from now (45s, 90m, 12h, 30d, 2w), a date (midnight UTC), or a
+    """`--since`: a span back from now (45s, 90m, 12h, 30d, 2w, 1d12h: a duration as specs write
     time with its zone. A time without one is refused: pitrdrill never guesses a zone."""
     value = text.strip()
-    if span := _SPAN.match(value):
-        return now - timedelta(**{_UNIT[span.group(2)]: int(span.group(1))})
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
     try:
         return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
     except ValueError:
