@@ -138,8 +138,9 @@ def utc(moment: datetime) -> datetime:
 
 
 def since_instant(text: str, now: datetime) -> datetime:
-    """`--since`: a span back from now (45s, 90m, 12h, 30d, 2w, 1d12h: a duration as specs write
-    time with its zone. A time without one is refused: pitrdrill never guesses a zone."""
+    """`--since`: a span back from now (45s, 90m, 12h, 30d, 2w, 1d12h: a duration as specs
+    write them), a date (midnight UTC), or a time with its zone. A time without one is
+    refused: pitrdrill never guesses a zone."""
     value = text.strip()
     try:
         return now - parse_duration(value)
