@@ -117,8 +117,6 @@ _LISTS_CACHED = 8  # candidate lists kept in memory (each is also in its sandbox
 _HEAP_RMGRS = ("--rmgr=Heap", "--rmgr=Heap2")
 
 
-# --- one step of the bisection: bisect-only models -------------------------------------------
-
 # --- the candidate list, kept in the sandbox -----------------------------------------------
 
 @dataclass(frozen=True)

@@ -69,10 +69,9 @@ def _relations(conn: psycopg.Connection, spec: WarmSpec, database: str) -> list[
     return list(dict.fromkeys(relations))  # a relation named twice is read once
 
 
-def _prewarm(conn: psycopg.Connection, schema: str, oid: int) -> int:
+def _prewarm(conn: psycopg.Connection, schema: str, oid: int, block_size: int) -> int:
     (blocks,) = conn.execute(sql.SQL("SELECT {}(%s::regclass)").format(
         sql.Identifier(schema, "pg_prewarm")), (oid,)).fetchone()
-    (block_size,) = conn.execute("select current_setting('block_size')::int").fetchone()
     return blocks * block_size
 
 
@@ -94,6 +93,8 @@ def warm(conn: psycopg.Connection, spec: WarmSpec, database: str,
     try:
         with read_only(conn):
             prewarm = extension_schema(conn, "pg_prewarm")
+            (block_size,) = conn.execute(
+                "select current_setting('block_size')::int").fetchone()
             relations = _relations(conn, spec, database)
         for oid, schema, name, kind in relations:
             if prewarm is None and kind not in TABLES:
@@ -101,7 +102,7 @@ def warm(conn: psycopg.Connection, spec: WarmSpec, database: str,
                              "sequentially", relation=f"{schema}.{name}")
                 continue
             with read_only(conn, SCAN_TIMEOUT):
-                size = _prewarm(conn, prewarm, oid) if prewarm else \
+                size = _prewarm(conn, prewarm, oid, block_size) if prewarm else \
                     _sequential_read(conn, schema, name, oid)
             report.relations.append(WarmedRelation(
                 name=f"{schema}.{name}", bytes=size,
